@@ -1,0 +1,239 @@
+//! The commitlog: one append-only log for every topic, split into fixed-size segments named by
+//! their start offset (`commitlog/{20 digits}`).
+//!
+//! Invariants:
+//! * segments are contiguous: each starts where the previous one ends, and all but the last end
+//!   with a record or an end-of-segment marker that reaches the segment's end;
+//! * a segment is pre-allocated to its full size on creation (bytes never written read as zero);
+//! * readers only look at bytes below the published write position, through the segment's map.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::format::{self, record};
+use crate::storage::{list_or_empty, Mapping, Storage, StorageFile};
+
+/// One segment file.
+#[derive(Debug)]
+pub struct Segment {
+    start: u64,
+    size: u64,
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    map: Mapping,
+}
+
+impl Segment {
+    /// First commitlog offset held by this segment.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// One past the last offset this segment can hold.
+    pub fn end(&self) -> u64 {
+        self.start + self.size
+    }
+    /// Path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
+        &self.file
+    }
+    /// All bytes of the segment (zero where never written).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// The set of segments.
+#[derive(Debug)]
+pub struct CommitLog {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    segment_size: u64,
+    segments: RwLock<Vec<Arc<Segment>>>,
+}
+
+impl CommitLog {
+    /// Open the segments under `dir` without mapping anything yet; returns the log and the
+    /// segment files found, in order, as (start, file, length).
+    pub(crate) fn list_segments(
+        storage: &dyn Storage,
+        dir: &Path,
+    ) -> Result<Vec<(u64, Arc<dyn StorageFile>, u64)>> {
+        let mut found = Vec::new();
+        for name in list_or_empty(storage, dir)
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+        {
+            if name.ends_with(".tmp") {
+                continue;
+            }
+            let path = dir.join(&name);
+            let Some(start) = format::parse_file_name(&name) else {
+                return Err(Error::corrupted(
+                    &path,
+                    0,
+                    "unexpected file in the commitlog directory",
+                ));
+            };
+            let file = storage
+                .open(&path, false)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            let len = file
+                .len()
+                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+            found.push((start, file, len));
+        }
+        found.sort_by_key(|(start, _, _)| *start);
+        for pair in found.windows(2) {
+            let (a_start, _, a_len) = &pair[0];
+            let (b_start, _, _) = &pair[1];
+            if a_start + a_len != *b_start {
+                return Err(Error::corrupted(
+                    dir.join(format::file_name(*b_start)),
+                    0,
+                    format!(
+                        "segment does not follow the previous one (which ends at {})",
+                        a_start + a_len
+                    ),
+                ));
+            }
+        }
+        Ok(found)
+    }
+
+    pub(crate) fn new(storage: Arc<dyn Storage>, dir: PathBuf, segment_size: u64) -> CommitLog {
+        CommitLog {
+            dir,
+            storage,
+            segment_size,
+            segments: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Map an existing segment file and add it (recovery, in order).
+    pub(crate) fn adopt(
+        &self,
+        start: u64,
+        file: Arc<dyn StorageFile>,
+        size: u64,
+    ) -> Result<Arc<Segment>> {
+        let path = self.dir.join(format::file_name(start));
+        let map = file
+            .map()
+            .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        let seg = Arc::new(Segment {
+            start,
+            size,
+            path,
+            file,
+            map,
+        });
+        self.segments.write().push(seg.clone());
+        Ok(seg)
+    }
+
+    /// Create, pre-allocate and map a new segment starting at `start`.
+    pub(crate) fn create(&self, start: u64) -> Result<Arc<Segment>> {
+        if let Some(last) = self.segments.read().last() {
+            assert_eq!(last.end(), start, "new segment must follow the last one");
+        }
+        let path = self.dir.join(format::file_name(start));
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        let file = self
+            .storage
+            .open(&path, true)
+            .map_err(|e| Error::io(ctx("creating"), e))?;
+        file.set_len(self.segment_size)
+            .map_err(|e| Error::io(ctx("pre-allocating"), e))?;
+        file.sync_data().map_err(|e| Error::io(ctx("syncing"), e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(ctx("syncing the directory of"), e))?;
+        let map = file.map().map_err(|e| Error::io(ctx("mapping"), e))?;
+        let seg = Arc::new(Segment {
+            start,
+            size: self.segment_size,
+            path,
+            file,
+            map,
+        });
+        self.segments.write().push(seg.clone());
+        Ok(seg)
+    }
+
+    /// Size of new segments.
+    pub fn segment_size(&self) -> u64 {
+        self.segment_size
+    }
+
+    /// The segment containing `offset`.
+    pub fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read();
+        let idx = segs.partition_point(|s| s.end() <= offset);
+        segs.get(idx).filter(|s| s.start <= offset).cloned()
+    }
+
+    /// The last segment.
+    pub fn last(&self) -> Option<Arc<Segment>> {
+        self.segments.read().last().cloned()
+    }
+
+    /// All segments, oldest first.
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().clone()
+    }
+
+    /// Smallest offset still stored (the first segment's start), or `None` when empty.
+    pub fn min_offset(&self) -> Option<u64> {
+        self.segments.read().first().map(|s| s.start)
+    }
+
+    /// Remove every segment starting at or after `start` (recovery).
+    pub(crate) fn drop_from(&self, start: u64) -> Result<()> {
+        let mut segs = self.segments.write();
+        while segs.last().is_some_and(|s| s.start >= start) {
+            let seg = segs.pop().expect("checked non-empty");
+            tracing::warn!(segment = %seg.path.display(), "removing segment past the end of the valid log");
+            self.storage
+                .remove_file(&seg.path)
+                .map_err(|e| Error::io(format!("removing {}", seg.path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Read and verify the record at `offset` of `size` bytes.
+    pub fn read_record(&self, offset: u64, size: u32) -> Result<(Arc<Segment>, usize)> {
+        let seg = self
+            .segment_for(offset)
+            .ok_or_else(|| Error::corrupted(&self.dir, offset, "no segment holds this offset"))?;
+        let pos = (offset - seg.start) as usize;
+        let end = pos
+            .checked_add(size as usize)
+            .filter(|&e| e as u64 <= seg.size);
+        let Some(end) = end else {
+            return Err(Error::corrupted(
+                seg.path(),
+                pos as u64,
+                "record runs past the end of its segment",
+            ));
+        };
+        let view = record::decode(&seg.bytes()[pos..end])
+            .map_err(|e| Error::corrupted(seg.path(), pos as u64, e.to_string()))?;
+        if view.commitlog_offset() != offset || view.total_size() != size {
+            return Err(Error::corrupted(
+                seg.path(),
+                pos as u64,
+                "record does not match its consume-queue entry",
+            ));
+        }
+        Ok((seg, pos))
+    }
+}

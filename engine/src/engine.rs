@@ -1,0 +1,1272 @@
+//! The engine: puts, gets, topics, consumer offsets, and the threads that write and flush.
+//!
+//! # Write path
+//! A put validates its message, then, under the appender lock, takes the next commitlog offset
+//! and queue offset, encodes the record into the in-memory write buffer and notes the
+//! consume-queue entry to dispatch. The **writer thread** swaps the whole buffer out and writes
+//! it with one large write per segment (io_uring or pwrite): many records per system call. In
+//! sync mode the same submission carries a linked fdatasync (group commit: one fdatasync covers
+//! every put pending at that moment), and puts return once it completed. In async mode the
+//! **flusher thread** fdatasyncs every `flush_interval_ms` or `flush_threshold_bytes`.
+//! After the write (async) or the sync (sync mode) the writer appends the consume-queue entries
+//! and publishes the new max offsets, so a reader never sees a record before it may: written in
+//! async mode, durable in sync mode.
+//!
+//! # Invariants
+//! * `durable_pos <= written_pos <= appender.next_offset`; `dispatched_pos <= written_pos`;
+//! * a queue's published max offset only covers entries whose records are at or below
+//!   `written_pos` (async) or `durable_pos` (sync);
+//! * after the first failed write or sync, no put is accepted and no position advances.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::clock::Clock;
+use crate::commitlog::CommitLog;
+use crate::config::{EngineConfig, FlushMode};
+use crate::config_files::{self, OffsetKey, TopicRecord};
+use crate::consume_queue::ConsumeQueue;
+use crate::error::{Error, Result};
+use crate::format::checkpoint::{self, Checkpoint};
+use crate::format::cq::CqEntry;
+use crate::format::record::{self, RecordFields, EOS_LEN};
+use crate::limits::*;
+use crate::message::{GetResult, GetStatus, Message, PutResult, StoredMessage};
+use crate::names;
+use crate::storage::{FsStorage, LockGuard, Storage, StorageFile};
+use crate::tag::{Expression, Filter};
+
+/// A topic and its queues.
+#[derive(Debug)]
+pub(crate) struct Topic {
+    pub(crate) name: Arc<str>,
+    pub(crate) queues: Vec<Arc<ConsumeQueue>>,
+}
+
+/// A consume-queue entry waiting for its record to be written (or synced).
+struct Dispatch {
+    queue: Arc<ConsumeQueue>,
+    index: u64,
+    entry: CqEntry,
+}
+
+/// State under the appender lock.
+struct Appender {
+    /// Commitlog offset of the next record.
+    next_offset: u64,
+    /// End of the segment `next_offset` falls in.
+    segment_end: u64,
+    /// Encoded bytes from `buf_start`.
+    buf: Vec<u8>,
+    buf_start: u64,
+    dispatch: Vec<Dispatch>,
+    /// The writer is waiting for work.
+    writer_idle: bool,
+    /// Putters waiting for buffer space.
+    putters_waiting: usize,
+    closing: bool,
+    /// A flush of everything appended so far was requested (`Engine::flush`).
+    flush_requested: bool,
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Messages put.
+    pub puts: AtomicU64,
+    /// Record bytes put.
+    pub put_bytes: AtomicU64,
+    /// Writes submitted by the writer thread (one per buffer swap and segment).
+    pub writes: AtomicU64,
+    /// fdatasync calls on commitlog segments.
+    pub commitlog_syncs: AtomicU64,
+    /// Checkpoints written.
+    pub checkpoints: AtomicU64,
+}
+
+/// A snapshot of [`EngineStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub puts: u64,
+    pub put_bytes: u64,
+    pub writes: u64,
+    pub commitlog_syncs: u64,
+    pub checkpoints: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: EngineConfig,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) commitlog: CommitLog,
+    pub(crate) topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    topics_write: Mutex<()>,
+    offsets: Mutex<BTreeMap<OffsetKey, u64>>,
+    offsets_dirty: AtomicBool,
+    appender: Mutex<Appender>,
+    /// Writer waits for work; putters wait for space.
+    appender_cv: Condvar,
+    space_cv: Condvar,
+    pub(crate) written_pos: AtomicU64,
+    pub(crate) durable_pos: AtomicU64,
+    pub(crate) dispatched_pos: AtomicU64,
+    durable_lock: Mutex<()>,
+    durable_cv: Condvar,
+    flusher_lock: Mutex<bool>,
+    flusher_cv: Condvar,
+    arrival_lock: Mutex<()>,
+    arrival_cv: Condvar,
+    arrival_waiters: AtomicU64,
+    listeners: RwLock<Vec<ArrivalListener>>,
+    failed: Mutex<Option<String>>,
+    failed_flag: AtomicBool,
+    checkpoint_seq: Mutex<u64>,
+    pub(crate) checkpoint_file: Arc<dyn StorageFile>,
+    pub(crate) stats: EngineStats,
+}
+
+/// Called by the writer thread whenever a queue's max offset grows: (topic, queue id, new max).
+/// It must return quickly (for example, wake a task).
+pub type ArrivalListener = Arc<dyn Fn(&str, u32, u64) + Send + Sync>;
+
+/// The storage engine. Share it between threads with an `Arc`.
+pub struct Engine {
+    pub(crate) shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+    _lock: Box<dyn LockGuard>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.shared.config.data_dir)
+            .field("backend", &self.shared.storage.backend_name())
+            .finish()
+    }
+}
+
+/// A get request.
+#[derive(Debug, Clone)]
+pub struct GetRequest<'a> {
+    pub topic: &'a str,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub max_messages: u32,
+    pub max_bytes: u64,
+    pub filter: &'a Filter,
+}
+
+pub(crate) fn commitlog_dir(config: &EngineConfig) -> PathBuf {
+    config.data_dir.join("commitlog")
+}
+pub(crate) fn cq_dir(config: &EngineConfig, topic: &str, queue_id: u32) -> PathBuf {
+    config
+        .data_dir
+        .join("consumequeue")
+        .join(topic)
+        .join(queue_id.to_string())
+}
+fn topics_path(config: &EngineConfig) -> PathBuf {
+    config.data_dir.join("config").join("topics.json")
+}
+fn offsets_path(config: &EngineConfig) -> PathBuf {
+    config.data_dir.join("config").join("consumer_offsets.json")
+}
+
+fn validate_message(msg: &Message, body_bytes_max: u32) -> Result<()> {
+    names::check_any_topic(&msg.topic)?;
+    if msg.body.len() > body_bytes_max as usize {
+        return Err(Error::invalid(
+            format!("body of {} bytes", msg.body.len()),
+            "body_bytes_max (BODY_BYTES_MAX_DEFAULT = 4 MiB)",
+        ));
+    }
+    if msg.tag.len() > TAG_BYTES_MAX {
+        return Err(Error::invalid(
+            format!("tag of {} bytes", msg.tag.len()),
+            "TAG_BYTES_MAX (255)",
+        ));
+    }
+    if msg.tag.contains("||") {
+        return Err(Error::invalid(
+            format!("tag {:?} contains `||`", msg.tag),
+            "tags cannot contain `||`",
+        ));
+    }
+    if msg.keys.len() > KEYS_COUNT_MAX {
+        return Err(Error::invalid(
+            format!("{} keys", msg.keys.len()),
+            "KEYS_COUNT_MAX (32)",
+        ));
+    }
+    for key in &msg.keys {
+        if key.is_empty() || key.len() > KEY_BYTES_MAX {
+            return Err(Error::invalid(
+                format!("key of {} bytes", key.len()),
+                "KEY_BYTES_MAX (1..=255)",
+            ));
+        }
+    }
+    if msg.properties.len() > PROPERTIES_COUNT_MAX {
+        return Err(Error::invalid(
+            format!("{} properties", msg.properties.len()),
+            "PROPERTIES_COUNT_MAX (64)",
+        ));
+    }
+    for (name, value) in &msg.properties {
+        if name.is_empty() || name.len() > PROPERTY_BYTES_MAX || value.len() > PROPERTY_BYTES_MAX {
+            return Err(Error::invalid(
+                format!("property {name:?} ({} + {} bytes)", name.len(), value.len()),
+                "PROPERTY_BYTES_MAX (name 1..=1024, value ..=1024)",
+            ));
+        }
+    }
+    if record::keys_section_len(&msg.keys) > SECTION_BYTES_MAX
+        || record::properties_section_len(&msg.properties) > SECTION_BYTES_MAX
+    {
+        return Err(Error::invalid(
+            "keys or properties section too large",
+            "SECTION_BYTES_MAX (32 KiB)",
+        ));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Open (creating if needed) the data directory on the real filesystem.
+    pub fn open(config: EngineConfig) -> Result<Engine> {
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage::new(config.backend));
+        Engine::open_with_storage(config, storage)
+    }
+
+    /// Open on any storage (the simulated disk in crash tests).
+    pub fn open_with_storage(config: EngineConfig, storage: Arc<dyn Storage>) -> Result<Engine> {
+        config.validate()?;
+        let dir = &config.data_dir;
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let lock = match storage.lock(&dir.join("LOCK")) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Locked { dir: dir.clone() })
+            }
+            Err(e) => return Err(Error::io(format!("locking {}", dir.display()), e)),
+        };
+        for sub in ["commitlog", "consumequeue", "config"] {
+            let p = dir.join(sub);
+            storage
+                .create_dir_all(&p)
+                .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+        }
+        let checkpoint_path = dir.join("checkpoint");
+        let checkpoint_file = storage
+            .open(&checkpoint_path, true)
+            .map_err(|e| Error::io(format!("opening {}", checkpoint_path.display()), e))?;
+
+        let commitlog = CommitLog::new(
+            storage.clone(),
+            commitlog_dir(&config),
+            config.segment_size_bytes,
+        );
+        let offsets = config_files::load_offsets(&*storage, &offsets_path(&config))?;
+        let shared = Arc::new(Shared {
+            clock: config.clock.clone(),
+            storage: storage.clone(),
+            commitlog,
+            topics: RwLock::new(HashMap::new()),
+            topics_write: Mutex::new(()),
+            offsets: Mutex::new(offsets),
+            offsets_dirty: AtomicBool::new(false),
+            appender: Mutex::new(Appender {
+                next_offset: 0,
+                segment_end: 0,
+                buf: Vec::with_capacity(config.write_buffer_bytes + RECORD_BYTES_MAX as usize / 64),
+                buf_start: 0,
+                dispatch: Vec::new(),
+                writer_idle: false,
+                putters_waiting: 0,
+                closing: false,
+                flush_requested: false,
+            }),
+            appender_cv: Condvar::new(),
+            space_cv: Condvar::new(),
+            written_pos: AtomicU64::new(0),
+            durable_pos: AtomicU64::new(0),
+            dispatched_pos: AtomicU64::new(0),
+            durable_lock: Mutex::new(()),
+            durable_cv: Condvar::new(),
+            flusher_lock: Mutex::new(false),
+            flusher_cv: Condvar::new(),
+            arrival_lock: Mutex::new(()),
+            arrival_cv: Condvar::new(),
+            arrival_waiters: AtomicU64::new(0),
+            listeners: RwLock::new(Vec::new()),
+            failed: Mutex::new(None),
+            failed_flag: AtomicBool::new(false),
+            checkpoint_seq: Mutex::new(0),
+            checkpoint_file,
+            stats: EngineStats::default(),
+            config,
+        });
+
+        for t in config_files::load_topics(&*storage, &topics_path(&shared.config))? {
+            shared.install_topic(&t.name, t.queues)?;
+        }
+        let report = crate::recovery::recover(&shared)?;
+        if report.unclean {
+            tracing::warn!(
+                scanned_bytes = report.scanned_bytes,
+                rebuilt_entries = report.rebuilt_entries,
+                truncated_bytes = report.truncated_bytes,
+                corrupt_records = report.corrupt_records,
+                "recovered from an unclean shutdown"
+            );
+        }
+        {
+            let mut app = shared.appender.lock();
+            let end = report.end_offset;
+            app.next_offset = end;
+            app.buf_start = end;
+            app.segment_end = match shared.commitlog.segment_for(end) {
+                Some(seg) => seg.end(),
+                None => end + shared.config.segment_size_bytes,
+            };
+        }
+        *shared.checkpoint_seq.lock() = report.checkpoint_sequence;
+        shared.checkpoint_full(false)?;
+
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("tern-writer".into())
+                .spawn(move || s.writer_loop())
+                .map_err(|e| Error::io("spawning the writer thread", e))?,
+        );
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("tern-flusher".into())
+                .spawn(move || s.flusher_loop())
+                .map_err(|e| Error::io("spawning the flusher thread", e))?,
+        );
+        Ok(Engine {
+            shared,
+            threads: Mutex::new(threads),
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// The write backend in use ("io_uring", "pwrite" or "simulated").
+    pub fn backend_name(&self) -> &'static str {
+        self.shared.storage.backend_name()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        StatsSnapshot {
+            puts: s.puts.load(Ordering::Relaxed),
+            put_bytes: s.put_bytes.load(Ordering::Relaxed),
+            writes: s.writes.load(Ordering::Relaxed),
+            commitlog_syncs: s.commitlog_syncs.load(Ordering::Relaxed),
+            checkpoints: s.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Compile an expression with this engine's tag hash.
+    pub fn filter(&self, expression: &str) -> Result<Filter> {
+        Ok(Filter::new(
+            Expression::parse(expression)?,
+            self.shared.config.tag_hasher,
+        ))
+    }
+
+    /// Create a user topic with `queue_count` queues (idempotent for the same count).
+    pub fn create_topic(&self, name: &str, queue_count: u32) -> Result<()> {
+        names::check_user_topic(name)?;
+        self.shared.create_topic(name, queue_count)
+    }
+
+    /// Queue count of a topic, if it exists.
+    pub fn topic_queue_count(&self, name: &str) -> Option<u32> {
+        self.shared
+            .topics
+            .read()
+            .get(name)
+            .map(|t| t.queues.len() as u32)
+    }
+
+    /// All topics with their queue counts, sorted by name.
+    pub fn topics(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self
+            .shared
+            .topics
+            .read()
+            .values()
+            .map(|t| (t.name.to_string(), t.queues.len() as u32))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// (min, max) offsets of a queue.
+    pub fn queue_offsets(&self, topic: &str, queue_id: u32) -> Result<(u64, u64)> {
+        let q = self.shared.queue(topic, queue_id)?;
+        Ok((q.min_offset(), q.max_offset()))
+    }
+
+    /// Put one message. In sync mode returns once the message is durable.
+    pub fn put(&self, msg: &Message) -> Result<PutResult> {
+        let mut out = self.put_batch(std::slice::from_ref(msg))?;
+        Ok(out.pop().expect("one result per message"))
+    }
+
+    /// Put a user message (system topics such as `%RETRY%…` are refused).
+    pub fn put_user(&self, msg: &Message) -> Result<PutResult> {
+        names::check_user_topic(&msg.topic)?;
+        self.put(msg)
+    }
+
+    /// Put several messages atomically with respect to ordering (they are adjacent in the
+    /// commitlog); in sync mode returns once all are durable.
+    pub fn put_batch(&self, msgs: &[Message]) -> Result<Vec<PutResult>> {
+        let shared = &self.shared;
+        let mut queues = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            validate_message(msg, shared.config.body_bytes_max)?;
+            let size = record::HEADER_LEN
+                + msg.topic.len()
+                + msg.tag.len()
+                + record::keys_section_len(&msg.keys)
+                + record::properties_section_len(&msg.properties)
+                + msg.body.len();
+            if (size + EOS_LEN) as u64 > shared.config.segment_size_bytes
+                || size > shared.config.write_buffer_bytes
+            {
+                return Err(Error::invalid(
+                    format!("record of {size} bytes does not fit a segment or the write buffer"),
+                    "segment_size_bytes / write_buffer_bytes",
+                ));
+            }
+            queues.push(shared.queue_for_put(&msg.topic, msg.queue_id)?);
+        }
+        let results = shared.append(msgs, &queues)?;
+        if shared.config.flush_mode == FlushMode::Sync {
+            if let Some(last) = results.last() {
+                shared.wait_durable(last.commitlog_offset + u64::from(last.size))?;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Read up to `max_messages` / `max_bytes` from a queue starting at `offset`, filtered.
+    pub fn get(&self, req: &GetRequest<'_>) -> Result<GetResult> {
+        self.shared.get(req)
+    }
+
+    /// Look up one record by commitlog offset (as returned by put).
+    pub fn get_by_offset(&self, commitlog_offset: u64) -> Result<StoredMessage> {
+        let seg = self
+            .shared
+            .commitlog
+            .segment_for(commitlog_offset)
+            .filter(|_| commitlog_offset < self.shared.visible_pos())
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("no message at commitlog offset {commitlog_offset}"),
+                    "commitlog range",
+                )
+            })?;
+        let pos = (commitlog_offset - seg.start()) as usize;
+        let len = match record::read_slot(&seg.bytes()[pos..]) {
+            Ok(record::Slot::Record(v)) if v.commitlog_offset() == commitlog_offset => {
+                v.total_size() as usize
+            }
+            _ => {
+                return Err(Error::invalid(
+                    format!("no message at commitlog offset {commitlog_offset}"),
+                    "commitlog range",
+                ))
+            }
+        };
+        Ok(StoredMessage::new(seg, pos, len))
+    }
+
+    /// Block up to `timeout` until the queue's max offset exceeds `offset` (long polling for
+    /// threads; async adapters use [`Engine::add_arrival_listener`]). Returns true if it did.
+    pub fn wait_for_message(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let q = self.shared.queue(topic, queue_id)?;
+        let deadline = Instant::now() + timeout;
+        let shared = &self.shared;
+        let mut guard = shared.arrival_lock.lock();
+        shared.arrival_waiters.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            if q.max_offset() > offset {
+                break true;
+            }
+            if shared
+                .arrival_cv
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                break q.max_offset() > offset;
+            }
+        };
+        shared.arrival_waiters.fetch_sub(1, Ordering::SeqCst);
+        Ok(result)
+    }
+
+    /// Register a callback run whenever a queue's max offset grows.
+    pub fn add_arrival_listener(&self, listener: ArrivalListener) {
+        self.shared.listeners.write().push(listener);
+    }
+
+    /// Commit a consumer offset (persisted every `offsets_persist_interval_ms` and on close).
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<()> {
+        names::check_group(group)?;
+        let q = self.shared.queue(topic, queue_id)?;
+        if offset > q.max_offset() {
+            return Err(Error::invalid(
+                format!(
+                    "offset {offset} is past the queue's max offset {}",
+                    q.max_offset()
+                ),
+                "consumer offsets are at most the queue's max offset",
+            ));
+        }
+        self.shared
+            .offsets
+            .lock()
+            .insert((group.to_owned(), topic.to_owned(), queue_id), offset);
+        self.shared.offsets_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The committed offset of (group, topic, queue), if any.
+    pub fn query_offset(&self, group: &str, topic: &str, queue_id: u32) -> Result<Option<u64>> {
+        names::check_group(group)?;
+        Ok(self
+            .shared
+            .offsets
+            .lock()
+            .get(&(group.to_owned(), topic.to_owned(), queue_id))
+            .copied())
+    }
+
+    /// Persist consumer offsets now (atomic write).
+    pub fn persist_offsets(&self) -> Result<()> {
+        self.shared.persist_offsets()
+    }
+
+    /// Write and fdatasync everything put so far, then advance the checkpoint.
+    pub fn flush(&self) -> Result<()> {
+        let target = self.shared.request_flush()?;
+        self.shared.wait_durable(target)?;
+        self.shared.wait_dispatched(target)?;
+        self.shared.checkpoint()
+    }
+
+    /// Commitlog positions: (durable, written, appended).
+    pub fn positions(&self) -> (u64, u64, u64) {
+        let s = &self.shared;
+        (
+            s.durable_pos.load(Ordering::Acquire),
+            s.written_pos.load(Ordering::Acquire),
+            s.appender.lock().next_offset,
+        )
+    }
+
+    /// The error that stopped appends, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.lock().clone()
+    }
+
+    /// Flush, checkpoint as a clean shutdown, persist offsets and stop the threads.
+    pub fn close(self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let shared = &self.shared;
+        {
+            let mut app = shared.appender.lock();
+            app.closing = true;
+            shared.appender_cv.notify_all();
+            shared.space_cv.notify_all();
+        }
+        {
+            *shared.flusher_lock.lock() = true;
+            shared.flusher_cv.notify_all();
+        }
+        for t in self.threads.lock().drain(..) {
+            let _joined = t.join();
+        }
+        shared.check_failed()?;
+        shared.sync_commitlog()?;
+        shared.checkpoint_full(true)?;
+        shared.persist_offsets()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            tracing::error!("closing the engine failed: {e}");
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn install_topic(&self, name: &str, queue_count: u32) -> Result<Arc<Topic>> {
+        names::check_any_topic(name)?;
+        if queue_count == 0 || queue_count > QUEUES_PER_TOPIC_MAX {
+            return Err(Error::invalid(
+                format!("{queue_count} queues"),
+                "QUEUES_PER_TOPIC_MAX (1..=1024)",
+            ));
+        }
+        let name: Arc<str> = Arc::from(name);
+        let mut queues = Vec::with_capacity(queue_count as usize);
+        for q in 0..queue_count {
+            queues.push(Arc::new(ConsumeQueue::open(
+                self.storage.clone(),
+                cq_dir(&self.config, &name, q),
+                name.clone(),
+                q,
+                self.config.cq_entries_per_file,
+            )?));
+        }
+        let topic = Arc::new(Topic {
+            name: name.clone(),
+            queues,
+        });
+        self.topics.write().insert(name, topic.clone());
+        Ok(topic)
+    }
+
+    pub(crate) fn persist_topics(&self) -> Result<()> {
+        let mut records: Vec<TopicRecord> = self
+            .topics
+            .read()
+            .values()
+            .map(|t| TopicRecord {
+                name: t.name.to_string(),
+                queues: t.queues.len() as u32,
+            })
+            .collect();
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        config_files::save_topics(&*self.storage, &topics_path(&self.config), records)
+    }
+
+    pub(crate) fn create_topic(&self, name: &str, queue_count: u32) -> Result<()> {
+        let _w = self.topics_write.lock();
+        if let Some(t) = self.topics.read().get(name) {
+            if t.queues.len() as u32 == queue_count {
+                return Ok(());
+            }
+            return Err(Error::TopicExists {
+                topic: name.to_owned(),
+                queue_count: t.queues.len() as u32,
+            });
+        }
+        if self.topics.read().len() >= TOPICS_MAX {
+            return Err(Error::invalid(
+                format!("{} topics", TOPICS_MAX),
+                "TOPICS_MAX (65,536)",
+            ));
+        }
+        self.install_topic(name, queue_count)?;
+        if let Err(e) = self.persist_topics() {
+            self.topics.write().remove(name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn queue(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
+        let topics = self.topics.read();
+        let t = topics.get(topic).ok_or_else(|| Error::TopicNotFound {
+            topic: topic.to_owned(),
+        })?;
+        t.queues
+            .get(queue_id as usize)
+            .cloned()
+            .ok_or_else(|| Error::QueueOutOfRange {
+                topic: topic.to_owned(),
+                queue_id,
+                queue_count: t.queues.len() as u32,
+            })
+    }
+
+    fn queue_for_put(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
+        match self.queue(topic, queue_id) {
+            Err(Error::TopicNotFound { .. })
+                if self.config.auto_create_topics || topic.starts_with('%') =>
+            {
+                let count = if topic.starts_with(names::DLQ_PREFIX) {
+                    1
+                } else {
+                    self.config.default_queue_count
+                };
+                self.create_topic(topic, count)?;
+                self.queue(topic, queue_id)
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) fn check_failed(&self) -> Result<()> {
+        if self.failed_flag.load(Ordering::Acquire) {
+            let cause = self.failed.lock().clone().unwrap_or_default();
+            return Err(Error::Stopped { cause });
+        }
+        Ok(())
+    }
+
+    fn fail(&self, err: &Error) {
+        let mut f = self.failed.lock();
+        if f.is_none() {
+            tracing::error!("stopping appends after an I/O error: {err}");
+            *f = Some(err.to_string());
+        }
+        self.failed_flag.store(true, Ordering::Release);
+        drop(f);
+        {
+            let _g = self.durable_lock.lock();
+            self.durable_cv.notify_all();
+        }
+        let _app = self.appender.lock();
+        self.space_cv.notify_all();
+    }
+
+    /// Sequence and encode `msgs` into the write buffer.
+    fn append(&self, msgs: &[Message], queues: &[Arc<ConsumeQueue>]) -> Result<Vec<PutResult>> {
+        let mut results = Vec::with_capacity(msgs.len());
+        let mut app = self.appender.lock();
+        for (msg, queue) in msgs.iter().zip(queues) {
+            loop {
+                if app.closing {
+                    return Err(Error::Closed);
+                }
+                self.check_failed()?;
+                if app.buf.len() < self.config.write_buffer_bytes {
+                    break;
+                }
+                app.putters_waiting += 1;
+                if app.writer_idle {
+                    self.appender_cv.notify_one();
+                }
+                self.space_cv.wait(&mut app);
+                app.putters_waiting -= 1;
+            }
+            let size = record::HEADER_LEN
+                + msg.topic.len()
+                + msg.tag.len()
+                + record::keys_section_len(&msg.keys)
+                + record::properties_section_len(&msg.properties)
+                + msg.body.len();
+            if app.next_offset + (size + EOS_LEN) as u64 > app.segment_end {
+                let remaining = app.segment_end - app.next_offset;
+                assert!(
+                    remaining >= EOS_LEN as u64,
+                    "segment tail smaller than the end-of-segment marker"
+                );
+                record::encode_eos(&mut app.buf, remaining as u32);
+                let padded = app.buf.len() + remaining as usize - EOS_LEN;
+                app.buf.resize(padded, 0);
+                app.next_offset = app.segment_end;
+                app.segment_end += self.config.segment_size_bytes;
+            }
+            let now = self.clock.now_ms();
+            let commitlog_offset = app.next_offset;
+            let queue_offset = queue.next_offset.load(Ordering::Relaxed);
+            let message_id = if msg.message_id == [0; 16] {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&commitlog_offset.to_le_bytes());
+                id[8..].copy_from_slice(&now.to_le_bytes());
+                id
+            } else {
+                msg.message_id
+            };
+            let fields = RecordFields {
+                flags: 0,
+                commitlog_offset,
+                queue_offset,
+                store_timestamp_ms: now,
+                born_timestamp_ms: if msg.born_timestamp_ms == 0 {
+                    now
+                } else {
+                    msg.born_timestamp_ms
+                },
+                deliver_at_ms: 0,
+                message_id,
+                queue_id: msg.queue_id,
+                reconsume_count: msg.reconsume_count,
+                topic: &msg.topic,
+                tag: &msg.tag,
+                keys: &msg.keys,
+                properties: &msg.properties,
+                body: &msg.body,
+            };
+            let written = record::encode_into(&mut app.buf, &fields);
+            assert_eq!(written, size);
+            queue.next_offset.store(queue_offset + 1, Ordering::Relaxed);
+            app.next_offset += size as u64;
+            let tag_hash = (self.config.tag_hasher)(msg.tag.as_bytes());
+            app.dispatch.push(Dispatch {
+                queue: queue.clone(),
+                index: queue_offset,
+                entry: CqEntry::new(commitlog_offset, size as u32, tag_hash),
+            });
+            results.push(PutResult {
+                commitlog_offset,
+                size: size as u32,
+                queue_id: msg.queue_id,
+                queue_offset,
+                message_id,
+                store_timestamp_ms: now,
+            });
+            self.stats.puts.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .put_bytes
+                .fetch_add(size as u64, Ordering::Relaxed);
+        }
+        if app.writer_idle {
+            app.writer_idle = false;
+            self.appender_cv.notify_one();
+        }
+        Ok(results)
+    }
+
+    fn wait_durable(&self, end: u64) -> Result<()> {
+        if self.durable_pos.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        let mut g = self.durable_lock.lock();
+        loop {
+            if self.durable_pos.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            self.check_failed()?;
+            self.durable_cv.wait(&mut g);
+        }
+    }
+
+    fn wait_dispatched(&self, end: u64) -> Result<()> {
+        let mut g = self.durable_lock.lock();
+        loop {
+            if self.dispatched_pos.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            self.check_failed()?;
+            self.durable_cv.wait(&mut g);
+        }
+    }
+
+    /// Ask the writer to write and sync everything appended so far; returns the target offset.
+    fn request_flush(&self) -> Result<u64> {
+        let mut app = self.appender.lock();
+        self.check_failed()?;
+        app.flush_requested = true;
+        self.appender_cv.notify_one();
+        Ok(app.next_offset)
+    }
+
+    /// Position below which readers may see records.
+    fn visible_pos(&self) -> u64 {
+        match self.config.flush_mode {
+            FlushMode::Sync => self.durable_pos.load(Ordering::Acquire),
+            FlushMode::Async => self.written_pos.load(Ordering::Acquire),
+        }
+    }
+
+    fn writer_loop(self: Arc<Self>) {
+        let mut spare: Vec<u8> = Vec::with_capacity(self.config.write_buffer_bytes);
+        let mut dispatch: Vec<Dispatch> = Vec::new();
+        loop {
+            let (start, sync_now, closing) = {
+                let mut app = self.appender.lock();
+                while app.buf.is_empty() && !app.closing && !app.flush_requested {
+                    app.writer_idle = true;
+                    self.appender_cv.wait(&mut app);
+                }
+                app.writer_idle = false;
+                let start = app.buf_start;
+                std::mem::swap(&mut app.buf, &mut spare);
+                std::mem::swap(&mut app.dispatch, &mut dispatch);
+                app.buf_start = start + spare.len() as u64;
+                let flush = std::mem::take(&mut app.flush_requested);
+                if app.putters_waiting > 0 {
+                    self.space_cv.notify_all();
+                }
+                (
+                    start,
+                    flush || self.config.flush_mode == FlushMode::Sync,
+                    app.closing,
+                )
+            };
+            if self.failed_flag.load(Ordering::Acquire) {
+                spare.clear();
+                dispatch.clear();
+                if closing {
+                    return;
+                }
+                continue;
+            }
+            if let Err(e) = self.write_batch(start, &spare, sync_now) {
+                self.fail(&e);
+            } else {
+                let end = start + spare.len() as u64;
+                self.dispatch(&mut dispatch, end);
+            }
+            spare.clear();
+            dispatch.clear();
+            if closing && self.appender.lock().buf.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Write `bytes` (commitlog offsets `start..`) to their segments; sync when asked.
+    fn write_batch(&self, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
+        let end = start + bytes.len() as u64;
+        let mut at = start;
+        let mut touched = Vec::new();
+        while at < end {
+            let seg = match self.commitlog.segment_for(at) {
+                Some(s) => s,
+                None => self.commitlog.create(at)?,
+            };
+            let piece_end = end.min(seg.end());
+            let piece = &bytes[(at - start) as usize..(piece_end - start) as usize];
+            let pos = at - seg.start();
+            let last = piece_end == end;
+            let res = if sync && last {
+                self.stats.commitlog_syncs.fetch_add(1, Ordering::Relaxed);
+                seg.file().write_at_and_sync(pos, piece)
+            } else {
+                seg.file().write_at(pos, piece)
+            };
+            res.map_err(|e| Error::io(format!("writing {}", seg.path().display()), e))?;
+            self.stats.writes.fetch_add(1, Ordering::Relaxed);
+            if !last {
+                touched.push(seg.clone());
+            }
+            at = piece_end;
+        }
+        if sync {
+            for seg in touched {
+                self.stats.commitlog_syncs.fetch_add(1, Ordering::Relaxed);
+                seg.file()
+                    .sync_data()
+                    .map_err(|e| Error::io(format!("syncing {}", seg.path().display()), e))?;
+            }
+        }
+        self.written_pos.store(end, Ordering::Release);
+        if sync {
+            self.set_durable(end);
+        } else if end - self.durable_pos.load(Ordering::Acquire)
+            >= self.config.flush_threshold_bytes
+        {
+            self.flusher_cv.notify_one();
+        }
+        Ok(())
+    }
+
+    fn set_durable(&self, pos: u64) {
+        let _g = self.durable_lock.lock();
+        if pos > self.durable_pos.load(Ordering::Acquire) {
+            self.durable_pos.store(pos, Ordering::Release);
+        }
+        self.durable_cv.notify_all();
+    }
+
+    /// Write the consume-queue entries of a written (or synced) batch and publish them.
+    fn dispatch(&self, batch: &mut [Dispatch], end: u64) {
+        // Group consecutive entries per queue; within a queue indices are dense and increasing.
+        let mut runs: Vec<(Arc<ConsumeQueue>, u64, Vec<CqEntry>)> = Vec::new();
+        let mut slot_of: HashMap<*const ConsumeQueue, usize> = HashMap::new();
+        for d in batch.iter() {
+            let key = Arc::as_ptr(&d.queue);
+            let i = *slot_of.entry(key).or_insert_with(|| {
+                runs.push((d.queue.clone(), d.index, Vec::new()));
+                runs.len() - 1
+            });
+            let run = &mut runs[i];
+            assert_eq!(
+                run.1 + run.2.len() as u64,
+                d.index,
+                "queue offsets must be dense"
+            );
+            run.2.push(d.entry);
+        }
+        for (queue, first, entries) in &runs {
+            if let Err(e) = queue.write_entries(*first, entries) {
+                self.fail(&e);
+                return;
+            }
+        }
+        let listeners = self.listeners.read().clone();
+        for (queue, first, entries) in &runs {
+            let max = first + entries.len() as u64;
+            queue.publish(max);
+            for l in &listeners {
+                l(queue.topic(), queue.queue_id(), max);
+            }
+        }
+        {
+            let _g = self.durable_lock.lock();
+            self.dispatched_pos.store(end, Ordering::Release);
+            self.durable_cv.notify_all();
+        }
+        if self.arrival_waiters.load(Ordering::SeqCst) > 0 {
+            let _g = self.arrival_lock.lock();
+            self.arrival_cv.notify_all();
+        }
+    }
+
+    /// fdatasync every segment holding bytes in [durable_pos, written_pos).
+    fn sync_commitlog(&self) -> Result<()> {
+        let target = self.written_pos.load(Ordering::Acquire);
+        let from = self.durable_pos.load(Ordering::Acquire);
+        if target <= from {
+            return Ok(());
+        }
+        for seg in self.commitlog.segments() {
+            if seg.end() > from && seg.start() < target {
+                self.stats.commitlog_syncs.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = seg.file().sync_data() {
+                    let err = Error::io(format!("syncing {}", seg.path().display()), e);
+                    self.fail(&err);
+                    return Err(err);
+                }
+            }
+        }
+        self.set_durable(target);
+        Ok(())
+    }
+
+    /// Sync consume queues and write a checkpoint covering what is durable.
+    fn checkpoint(&self) -> Result<()> {
+        self.checkpoint_full(false)
+    }
+
+    fn checkpoint_full(&self, clean: bool) -> Result<()> {
+        self.check_failed()?;
+        let durable = self.durable_pos.load(Ordering::Acquire);
+        let dispatched = self.dispatched_pos.load(Ordering::Acquire);
+        let queues: Vec<Arc<ConsumeQueue>> = self
+            .topics
+            .read()
+            .values()
+            .flat_map(|t| t.queues.iter().cloned())
+            .collect();
+        for q in queues {
+            if let Err(e) = q.sync() {
+                self.fail(&e);
+                return Err(e);
+            }
+        }
+        self.write_checkpoint_at(durable, dispatched.min(durable), clean)
+    }
+
+    fn write_checkpoint_at(
+        &self,
+        commitlog_durable: u64,
+        cq_durable: u64,
+        clean: bool,
+    ) -> Result<()> {
+        let mut seq = self.checkpoint_seq.lock();
+        *seq += 1;
+        let cp = Checkpoint {
+            sequence: *seq,
+            commitlog_durable,
+            cq_durable,
+            timestamp_ms: self.clock.now_ms(),
+            clean,
+        };
+        let (at, bytes) = cp.encode();
+        let file = &self.checkpoint_file;
+        let res = (|| {
+            if file.len()? < checkpoint::FILE_LEN as u64 {
+                file.set_len(checkpoint::FILE_LEN as u64)?;
+            }
+            file.write_at_and_sync(at, &bytes)
+        })();
+        if let Err(e) = res {
+            let err = Error::io("writing the checkpoint", e);
+            self.fail(&err);
+            return Err(err);
+        }
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn persist_offsets(&self) -> Result<()> {
+        if !self.offsets_dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let snapshot = self.offsets.lock().clone();
+        let res =
+            config_files::save_offsets(&*self.storage, &offsets_path(&self.config), &snapshot);
+        if res.is_err() {
+            self.offsets_dirty.store(true, Ordering::Release);
+        }
+        res
+    }
+
+    fn flusher_loop(self: Arc<Self>) {
+        let flush_every = Duration::from_millis(self.config.flush_interval_ms);
+        let checkpoint_every = Duration::from_millis(self.config.checkpoint_interval_ms);
+        let offsets_every = Duration::from_millis(self.config.offsets_persist_interval_ms);
+        let mut last_checkpoint = Instant::now();
+        let mut last_offsets = Instant::now();
+        let tick = match self.config.flush_mode {
+            FlushMode::Async => flush_every.min(checkpoint_every),
+            FlushMode::Sync => checkpoint_every,
+        };
+        loop {
+            {
+                let mut stop = self.flusher_lock.lock();
+                if *stop {
+                    return;
+                }
+                let _timed_out = self.flusher_cv.wait_for(&mut stop, tick);
+                if *stop {
+                    return;
+                }
+            }
+            if self.failed_flag.load(Ordering::Acquire) {
+                continue;
+            }
+            if self.config.flush_mode == FlushMode::Async && self.sync_commitlog().is_err() {
+                continue;
+            }
+            if last_checkpoint.elapsed() >= checkpoint_every {
+                last_checkpoint = Instant::now();
+                if let Err(e) = self.checkpoint() {
+                    tracing::error!("checkpoint failed: {e}");
+                }
+            }
+            if last_offsets.elapsed() >= offsets_every {
+                last_offsets = Instant::now();
+                if let Err(e) = self.persist_offsets() {
+                    tracing::error!("persisting consumer offsets failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn get(&self, req: &GetRequest<'_>) -> Result<GetResult> {
+        let q = self.queue(req.topic, req.queue_id)?;
+        let max = q.max_offset();
+        let min = q.min_offset();
+        let mut result = GetResult {
+            status: GetStatus::NoNewMessage,
+            next_offset: req.offset,
+            min_offset: min,
+            max_offset: max,
+            messages: Vec::new(),
+        };
+        if req.offset < min {
+            result.status = GetStatus::OffsetOutOfRange;
+            result.next_offset = min;
+            return Ok(result);
+        }
+        if req.offset > max {
+            result.status = GetStatus::OffsetOutOfRange;
+            result.next_offset = max;
+            return Ok(result);
+        }
+        if req.offset == max {
+            return Ok(result);
+        }
+        let max_messages = req.max_messages.clamp(1, GET_MESSAGES_MAX) as usize;
+        let scan_end = max.min(req.offset.saturating_add(GET_SCAN_ENTRIES_MAX));
+        let clog_min = self.commitlog.min_offset().unwrap_or(0);
+        let mut bytes = 0u64;
+        let mut index = req.offset;
+        'files: while index < scan_end {
+            let Some(file) = q.file_for(index) else { break };
+            let entries = file.entries();
+            let from = (index - file.start_index()) as usize;
+            let to = ((scan_end - file.start_index()) as usize).min(entries.len());
+            for entry in &entries[from..to] {
+                let tag_hash = entry.tag_hash.get();
+                let offset = entry.commitlog_offset.get();
+                let size = entry.size.get();
+                if entry.is_hole() || !req.filter.may_match_hash(tag_hash) || offset < clog_min {
+                    index += 1;
+                    continue;
+                }
+                if !result.messages.is_empty() && bytes + u64::from(size) > req.max_bytes {
+                    break 'files;
+                }
+                match self.commitlog.read_record(offset, size) {
+                    Ok((seg, pos)) => {
+                        let view = record::decode_trusted(&seg.bytes()[pos..pos + size as usize])
+                            .expect("read_record verified this record");
+                        if req.filter.matches_tag(view.tag().as_bytes()) {
+                            bytes += u64::from(size);
+                            result
+                                .messages
+                                .push(StoredMessage::new(seg, pos, size as usize));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            topic = req.topic,
+                            queue = req.queue_id,
+                            index,
+                            "skipping unreadable record: {e}"
+                        );
+                    }
+                }
+                index += 1;
+                if result.messages.len() >= max_messages {
+                    break 'files;
+                }
+            }
+            if to < entries.len() && file.start_index() + to as u64 >= scan_end {
+                break;
+            }
+        }
+        result.next_offset = index;
+        result.status = if result.messages.is_empty() {
+            GetStatus::NoMatchedMessage
+        } else {
+            GetStatus::Found
+        };
+        Ok(result)
+    }
+}

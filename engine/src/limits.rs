@@ -1,0 +1,70 @@
+//! Every limit and default of the engine, in one place.
+//!
+//! A rejection anywhere in the engine names the constant it enforced, so a user reading an error
+//! can find the number here. Units come last in names (`_bytes`, `_ms`).
+
+/// Default size of one commitlog segment: 1 GiB.
+pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 1 << 30;
+/// Smallest segment the engine accepts (tests use small segments to exercise rolling).
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 64 * 1024;
+/// Largest segment: offsets inside a segment must fit a `u32` record position.
+pub const SEGMENT_SIZE_BYTES_MAX: u64 = 1 << 31;
+
+/// Consume-queue entries per file (RocketMQ's 300,000 × 20 B = 6,000,000 B).
+pub const CQ_ENTRIES_PER_FILE_DEFAULT: u64 = 300_000;
+/// Smallest consume-queue file, in entries (tests use small files to exercise rolling).
+pub const CQ_ENTRIES_PER_FILE_MIN: u64 = 16;
+
+/// Largest message body: 4 MiB.
+pub const BODY_BYTES_MAX_DEFAULT: u32 = 4 * 1024 * 1024;
+/// Largest tag, in bytes.
+pub const TAG_BYTES_MAX: usize = 255;
+/// Topic and group names: 1..=127 bytes of `[A-Za-z0-9_-]` (system names add a `%` prefix).
+pub const NAME_BYTES_MAX: usize = 127;
+/// Most keys on one message.
+pub const KEYS_COUNT_MAX: usize = 32;
+/// Largest single key, in bytes.
+pub const KEY_BYTES_MAX: usize = 255;
+/// Most properties on one message.
+pub const PROPERTIES_COUNT_MAX: usize = 64;
+/// Largest property name or value, in bytes.
+pub const PROPERTY_BYTES_MAX: usize = 1024;
+/// Largest encoded keys section or properties section (each is length-prefixed by a `u16`).
+pub const SECTION_BYTES_MAX: usize = 32 * 1024;
+
+/// Most queues in one topic.
+pub const QUEUES_PER_TOPIC_MAX: u32 = 1024;
+/// Queues of a topic created automatically on first put.
+pub const QUEUES_PER_TOPIC_DEFAULT: u32 = 4;
+/// Most topics one engine holds.
+pub const TOPICS_MAX: usize = 65_536;
+
+/// Async mode: flush at least this often.
+pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Async mode: flush once this many bytes are written but not yet flushed.
+pub const FLUSH_THRESHOLD_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// How often consume queues are synced and the checkpoint advanced.
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// How often consumer offsets are persisted (and always on close).
+pub const OFFSETS_PERSIST_INTERVAL_MS_DEFAULT: u64 = 5_000;
+
+/// Bytes the writer may hold in memory before a put waits for the disk (back-pressure).
+pub const WRITE_BUFFER_BYTES_DEFAULT: usize = 8 * 1024 * 1024;
+/// Smallest write buffer accepted; must hold the largest record.
+pub const WRITE_BUFFER_BYTES_MIN: usize = 64 * 1024;
+
+/// Most messages one `get` returns.
+pub const GET_MESSAGES_MAX: u32 = 4_096;
+/// Most consume-queue entries one `get` scans before it answers (bounds a filtered scan).
+pub const GET_SCAN_ENTRIES_MAX: u64 = 65_536;
+
+/// Retention of messages: 72 hours.
+pub const RETENTION_MS_DEFAULT: u64 = 72 * 3_600 * 1_000;
+
+/// Maximum delay level (RocketMQ's 18 levels).
+pub const DELAY_LEVELS_MAX: usize = 18;
+
+/// Largest body the configuration may allow (the record format's sanity bound).
+pub const BODY_BYTES_MAX_CEILING: u32 = 64 * 1024 * 1024;
+/// Largest encoded record the decoder accepts.
+pub const RECORD_BYTES_MAX: u32 = BODY_BYTES_MAX_CEILING + 256 * 1024;

@@ -1,0 +1,397 @@
+//! Crash recovery: runs on every open, before any put or get.
+//!
+//! The checkpoint names two commitlog offsets: `F` (every commitlog byte below was fdatasync'd)
+//! and `C <= F` (every consume-queue entry of a record below was fdatasync'd). Recovery trusts the
+//! consume queues for records below `C`, and walks the commitlog from `C` only — work
+//! proportional to the unflushed tail, not to the data size.
+//!
+//! | case at the walk position `p`                     | action                                             |
+//! |---------------------------------------------------|----------------------------------------------------|
+//! | valid record (CRC ok, stored offset == `p`)       | rebuild its consume-queue entry; continue after it |
+//! | end-of-segment marker reaching the segment end    | continue at the next segment's start               |
+//! | zero bytes                                        | end of the log: `E = p`                            |
+//! | invalid bytes at `p >= F` (torn or unsynced tail) | end of the log: `E = p`                            |
+//! | invalid bytes at `p < F` (corruption of durable data) | report it; resume at the next valid record (found by its magic, CRC and self-offset) or at `F`; the queue offset it held becomes a hole |
+//! | record for a queue offset below the queue's next  | report it; do not index it                         |
+//! | record for a queue offset above the queue's next  | write holes for the gap, then its entry            |
+//! | record for an unknown topic                       | recreate the topic (queue count from the records)  |
+//!
+//! Then: segments after `E`'s segment are removed, `E`'s segment is zeroed from `E` to its end,
+//! each consume queue is cut after its last rebuilt entry (entries pointing past `E` vanish), the
+//! repaired files are synced and a new checkpoint `{F = C = E}` is written.
+//!
+//! How a queue's trusted prefix is found: entries whose record lies below `C` are exactly a prefix
+//! of the queue (queue offsets grow with commitlog offsets). A binary search finds its end; each
+//! probe checks that the entry is non-zero, points below `C`, and that the record there names this
+//! topic, queue and queue offset (so a torn or stale entry is never trusted).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::commitlog::{CommitLog, Segment};
+use crate::consume_queue::ConsumeQueue;
+use crate::engine::{commitlog_dir, Shared};
+use crate::error::{Error, Result};
+use crate::format::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::format::cq::CqEntry;
+use crate::format::record::{self, Slot, RECORD_MAGIC};
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The previous run did not shut down cleanly.
+    pub unclean: bool,
+    /// Where the walk started (`C`).
+    pub start_offset: u64,
+    /// The end of the valid log (`E`); the next record goes here.
+    pub end_offset: u64,
+    /// Commitlog bytes walked.
+    pub scanned_bytes: u64,
+    /// Consume-queue entries rewritten from the commitlog.
+    pub rebuilt_entries: u64,
+    /// Invalid records inside the durable region, skipped.
+    pub corrupt_records: u64,
+    /// Bytes after `E` that held data and were zeroed.
+    pub truncated_bytes: u64,
+    /// Segments removed because they lay past `E`.
+    pub removed_segments: u64,
+    /// Sequence of the checkpoint read (0 if none).
+    pub checkpoint_sequence: u64,
+}
+
+const REBUILD_BATCH: usize = 4096;
+
+struct Rebuild {
+    queue: Arc<ConsumeQueue>,
+    first: u64,
+    entries: Vec<CqEntry>,
+}
+
+impl Rebuild {
+    fn flush(&mut self) -> Result<()> {
+        if !self.entries.is_empty() {
+            self.queue.write_entries(self.first, &self.entries)?;
+            self.first += self.entries.len() as u64;
+            self.entries.clear();
+        }
+        Ok(())
+    }
+}
+
+fn read_checkpoint(shared: &Shared) -> Result<Option<Checkpoint>> {
+    let file = &shared.checkpoint_file;
+    let len = file
+        .len()
+        .map_err(|e| Error::io("reading the checkpoint", e))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; (len as usize).min(checkpoint::FILE_LEN)];
+    file.read_at(0, &mut bytes)
+        .map_err(|e| Error::io("reading the checkpoint", e))?;
+    match Checkpoint::decode_file(&bytes) {
+        Ok(cp) => Ok(Some(cp)),
+        Err(CheckpointError::NoValidSlot) => {
+            tracing::warn!("checkpoint unreadable: recovering from the start of the commitlog");
+            Ok(None)
+        }
+        Err(e @ CheckpointError::UnsupportedVersion(_)) => Err(Error::corrupted(
+            shared.config.data_dir.join("checkpoint"),
+            0,
+            e.to_string(),
+        )),
+    }
+}
+
+/// Is entry `index` of `queue` trustworthy as a record below `c`?
+fn entry_trusted(
+    commitlog: &CommitLog,
+    queue: &ConsumeQueue,
+    index: u64,
+    c: u64,
+    clog_min: u64,
+) -> bool {
+    let Some(e) = queue.entry(index) else {
+        return false;
+    };
+    if e.is_unwritten() {
+        return false;
+    }
+    let offset = e.commitlog_offset.get();
+    if e.is_hole() {
+        return offset < c;
+    }
+    let size = u64::from(e.size.get());
+    if offset.saturating_add(size) > c {
+        return false;
+    }
+    if offset < clog_min {
+        // Its segment expired; nothing to compare against.
+        return true;
+    }
+    match commitlog.read_record(offset, e.size.get()) {
+        Ok((seg, pos)) => match record::decode_trusted(&seg.bytes()[pos..pos + size as usize]) {
+            Ok(v) => {
+                v.topic() == queue.topic()
+                    && v.queue_id() == queue.queue_id()
+                    && v.queue_offset() == index
+            }
+            Err(_) => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// End of the prefix of entries whose records lie below `c`.
+fn trusted_prefix(commitlog: &CommitLog, queue: &ConsumeQueue, c: u64, clog_min: u64) -> u64 {
+    let Some(mut lo) = queue.first_file_index() else {
+        return 0;
+    };
+    let mut hi = queue.files_end_index();
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if entry_trusted(commitlog, queue, mid, c, clog_min) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Find the next valid record strictly after `from` within `seg`, below `limit`.
+fn resync(seg: &Segment, from: u64, limit: u64) -> Option<u64> {
+    let bytes = seg.bytes();
+    let end = (limit.min(seg.end()) - seg.start()) as usize;
+    let magic = RECORD_MAGIC.to_le_bytes();
+    let mut rel = (from - seg.start()) as usize;
+    while rel + record::HEADER_LEN <= end {
+        if bytes[rel + 4..rel + 8] == magic {
+            if let Ok(v) = record::decode(&bytes[rel..]) {
+                if v.commitlog_offset() == seg.start() + rel as u64 {
+                    return Some(seg.start() + rel as u64);
+                }
+            }
+        }
+        rel += 1;
+    }
+    None
+}
+
+pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
+    let commitlog = &shared.commitlog;
+    let storage = &*shared.storage;
+    let mut report = RecoveryReport::default();
+
+    for (start, file, len) in CommitLog::list_segments(storage, &commitlog_dir(&shared.config))? {
+        let len = if len == 0 {
+            // Created but never pre-allocated (crash during creation).
+            file.set_len(shared.config.segment_size_bytes)
+                .map_err(|e| Error::io("pre-allocating a segment", e))?;
+            shared.config.segment_size_bytes
+        } else {
+            len
+        };
+        commitlog.adopt(start, file, len)?;
+    }
+
+    let cp = read_checkpoint(shared)?;
+    report.checkpoint_sequence = cp.map_or(0, |c| c.sequence);
+    let clog_min = commitlog.min_offset();
+    let Some(clog_min) = clog_min else {
+        if let Some(cp) = cp.filter(|c| c.commitlog_durable > 0) {
+            return Err(Error::corrupted(
+                commitlog_dir(&shared.config),
+                cp.commitlog_durable,
+                "the checkpoint records durable data but no commitlog segment exists",
+            ));
+        }
+        return finish(shared, report, 0, 0);
+    };
+    let (mut c, f) = match cp {
+        Some(cp) => (cp.cq_durable, cp.commitlog_durable),
+        None => (clog_min, clog_min),
+    };
+    report.unclean = !cp.is_some_and(|cp| cp.clean);
+    let log_end = commitlog.last().map_or(clog_min, |s| s.end());
+    if c < clog_min {
+        c = clog_min;
+    }
+    let f = f.max(c).min(log_end);
+    if c > log_end {
+        return Err(Error::corrupted(
+            commitlog_dir(&shared.config),
+            c,
+            "the checkpoint points past the last commitlog segment",
+        ));
+    }
+    report.start_offset = c;
+
+    // 1. Trusted prefix of every queue.
+    let queues: Vec<Arc<ConsumeQueue>> = shared
+        .topics
+        .read()
+        .values()
+        .flat_map(|t| t.queues.iter().cloned())
+        .collect();
+    for q in &queues {
+        let k = trusted_prefix(commitlog, q, c, clog_min);
+        q.next_offset.store(k, Ordering::Relaxed);
+    }
+
+    // 2. Walk the tail from C, rebuilding entries.
+    let mut rebuilds: HashMap<*const ConsumeQueue, Rebuild> = HashMap::new();
+    let mut topics_changed = false;
+    let mut pos = c;
+    let mut last_corrupt = None;
+    while let Some(seg) = commitlog.segment_for(pos) {
+        let rel = (pos - seg.start()) as usize;
+        match record::read_slot(&seg.bytes()[rel..]) {
+            Ok(Slot::Record(v)) if v.commitlog_offset() == pos => {
+                let size = u64::from(v.total_size());
+                report.scanned_bytes += size;
+                let queue = match shared.queue(v.topic(), v.queue_id()) {
+                    Ok(q) => Some(q),
+                    Err(Error::TopicNotFound { .. }) => {
+                        tracing::warn!(
+                            topic = v.topic(),
+                            "recreating a topic missing from config/topics.json"
+                        );
+                        let count = (v.queue_id() + 1).max(shared.config.default_queue_count);
+                        shared.install_topic(v.topic(), count)?;
+                        topics_changed = true;
+                        shared.queue(v.topic(), v.queue_id()).ok()
+                    }
+                    Err(_) => None,
+                };
+                match queue {
+                    Some(q) => {
+                        let next = q.next_offset.load(Ordering::Relaxed);
+                        let qo = v.queue_offset();
+                        if qo < next {
+                            report.corrupt_records += 1;
+                            tracing::error!(
+                                offset = pos,
+                                topic = v.topic(),
+                                queue = v.queue_id(),
+                                queue_offset = qo,
+                                "record repeats a queue offset already indexed; not indexed again"
+                            );
+                        } else {
+                            let key = Arc::as_ptr(&q);
+                            let rb = rebuilds.entry(key).or_insert_with(|| Rebuild {
+                                queue: q.clone(),
+                                first: next,
+                                entries: Vec::new(),
+                            });
+                            for _ in next..qo {
+                                rb.entries.push(CqEntry::hole(last_corrupt.unwrap_or(pos)));
+                            }
+                            let hash = (shared.config.tag_hasher)(v.tag().as_bytes());
+                            rb.entries.push(CqEntry::new(pos, v.total_size(), hash));
+                            report.rebuilt_entries += 1 + (qo - next);
+                            q.next_offset.store(qo + 1, Ordering::Relaxed);
+                            if rb.entries.len() >= REBUILD_BATCH {
+                                rb.flush()?;
+                            }
+                        }
+                    }
+                    None => {
+                        report.corrupt_records += 1;
+                        tracing::error!(
+                            offset = pos,
+                            topic = v.topic(),
+                            queue = v.queue_id(),
+                            "record names a queue the topic does not have; not indexed"
+                        );
+                    }
+                }
+                pos += size;
+            }
+            Ok(Slot::EndOfSegment { .. }) => {
+                report.scanned_bytes += seg.end() - pos;
+                pos = seg.end();
+            }
+            Ok(Slot::Empty) => break,
+            Ok(Slot::Record(_)) | Err(_) => {
+                if pos >= f {
+                    break;
+                }
+                report.corrupt_records += 1;
+                last_corrupt = Some(pos);
+                let next = resync(&seg, pos + 1, f);
+                tracing::error!(offset = pos, segment = %seg.path().display(), resume_at = ?next,
+                    "corrupt record inside the durable region: skipped, never served");
+                pos = match next {
+                    Some(n) => n,
+                    None if f < seg.end() => f,
+                    None => seg.end(),
+                };
+            }
+        }
+    }
+    for rb in rebuilds.values_mut() {
+        rb.flush()?;
+    }
+    if topics_changed {
+        shared.persist_topics()?;
+    }
+    let end = pos;
+
+    // 3. Cut everything past E.
+    if report.unclean {
+        let keep_until = commitlog.segment_for(end).map_or(end, |s| s.end());
+        let before = commitlog.segments().len();
+        commitlog.drop_from(keep_until.max(end + 1))?;
+        report.removed_segments = (before - commitlog.segments().len()) as u64;
+        if let Some(seg) = commitlog.segment_for(end) {
+            let rel = (end - seg.start()) as usize;
+            let tail = &seg.bytes()[rel..];
+            report.truncated_bytes = tail
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i as u64 + 1);
+            if report.truncated_bytes > 0 {
+                let ctx = || format!("zeroing the tail of {}", seg.path().display());
+                seg.file()
+                    .set_len(end - seg.start())
+                    .map_err(|e| Error::io(ctx(), e))?;
+                seg.file()
+                    .set_len(seg.size())
+                    .map_err(|e| Error::io(ctx(), e))?;
+            }
+        }
+        for q in &queues {
+            q.truncate_from(q.next_offset.load(Ordering::Relaxed))?;
+        }
+        // Records in [F, E) were read back from the page cache: make them durable before the
+        // checkpoint says so.
+        for seg in commitlog.segments() {
+            if seg.end() > f && seg.start() <= end {
+                seg.file()
+                    .sync_data()
+                    .map_err(|e| Error::io(format!("syncing {}", seg.path().display()), e))?;
+            }
+        }
+    }
+    finish(shared, report, end, clog_min)
+}
+
+fn finish(
+    shared: &Shared,
+    mut report: RecoveryReport,
+    end: u64,
+    _clog_min: u64,
+) -> Result<RecoveryReport> {
+    for t in shared.topics.read().values() {
+        for q in &t.queues {
+            q.publish(q.next_offset.load(Ordering::Relaxed));
+        }
+    }
+    shared.written_pos.store(end, Ordering::Release);
+    shared.durable_pos.store(end, Ordering::Release);
+    shared.dispatched_pos.store(end, Ordering::Release);
+    report.end_offset = end;
+    Ok(report)
+}

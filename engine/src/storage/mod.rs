@@ -1,0 +1,126 @@
+//! Storage behind one narrow interface.
+//!
+//! The engine touches files only through [`Storage`] (a directory tree) and [`StorageFile`]
+//! (`write_at`, `read_at`, `sync_data`, `set_len`, plus a read-only memory map). Three
+//! implementations exist:
+//!
+//! * [`FsStorage`] with [`WriteBackend::IoUring`] — the default on Linux: writes and fdatasync go
+//!   through a per-thread io_uring; a write followed by a sync is submitted as one linked pair.
+//! * [`FsStorage`] with [`WriteBackend::Pwrite`] — plain `pwrite`/`fdatasync`; chosen by config,
+//!   or automatically (with one log line saying why) when a ring cannot be created.
+//! * [`SimStorage`] — an in-memory disk for crash tests. It keeps a *written* image and a
+//!   *durable* image of every file; [`SimStorage::crash`] keeps only what was synced, optionally
+//!   tearing the last unsynced write at any byte.
+//!
+//! Invariants kept by every implementation: a successful `sync_data` makes every earlier
+//! successful `write_at` to that file durable; `write_file_atomic` is all-or-nothing and durable
+//! on return; reads through a [`Mapping`] see every completed `write_at`.
+
+mod real;
+mod sim;
+
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use real::{FsStorage, WriteBackend};
+pub use sim::{SimStorage, TearMode};
+
+/// One open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Write all of `buf` at `offset`.
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Write all of `buf` at `offset`, then make the file's data durable. io_uring submits both as
+    /// one linked pair.
+    fn write_at_and_sync(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.write_at(offset, buf)?;
+        self.sync_data()
+    }
+    /// Fill `buf` from `offset`; reading past the end is an `UnexpectedEof` error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Make every completed write durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Set the file's length (new bytes read as zero).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's length.
+    fn len(&self) -> io::Result<u64>;
+    /// True when the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Map the file's current length read-only. The length must not shrink while mapped.
+    fn map(&self) -> io::Result<Mapping>;
+}
+
+/// A directory tree holding the engine's files.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Open a file for reading and writing, creating it when `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// The names of the entries of `dir` (files and directories). A missing dir is `NotFound`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Create `dir` and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Remove a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Make the directory's entries (files created or removed in it) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Replace `path` with `bytes` atomically and durably (temp file, fsync, rename, fsync dir).
+    fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Read a whole file.
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Take the exclusive lock on `path` (created if missing); `WouldBlock` if another holder has
+    /// it. The lock is released when the returned guard drops.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+    /// The write backend actually in use, for logs and benchmarks.
+    fn backend_name(&self) -> &'static str;
+}
+
+/// Holds a directory lock until dropped.
+pub trait LockGuard: Send + Sync + fmt::Debug {}
+
+/// A read-only view of a file's bytes (a memory map, or the simulated disk's buffer).
+pub struct Mapping {
+    inner: MappingInner,
+}
+
+enum MappingInner {
+    Mmap(memmap2::Mmap),
+    Sim(sim::SimView),
+    Empty,
+}
+
+impl Mapping {
+    pub(crate) fn empty() -> Mapping {
+        Mapping {
+            inner: MappingInner::Empty,
+        }
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping").field("len", &self.len()).finish()
+    }
+}
+
+impl Deref for Mapping {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            MappingInner::Mmap(m) => m,
+            MappingInner::Sim(v) => v.bytes(),
+            MappingInner::Empty => &[],
+        }
+    }
+}
+
+/// Open-or-create helper that maps `NotFound` on list to an empty listing.
+pub(crate) fn list_or_empty(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<String>> {
+    match storage.list(dir) {
+        Ok(names) => Ok(names),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,348 @@
+//! Real files: io_uring (default) or pwrite writes, memory-mapped reads.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::{LockGuard, Mapping, MappingInner, Storage, StorageFile};
+
+/// How writes and syncs reach the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteBackend {
+    /// io_uring, with a pwrite fallback when no ring can be created.
+    #[default]
+    IoUring,
+    /// pwrite(2) and fdatasync(2).
+    Pwrite,
+}
+
+/// Files under a real directory.
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    backend: WriteBackend,
+}
+
+/// Entries of each per-thread ring: a write linked to a sync needs two.
+const RING_ENTRIES: u32 = 8;
+
+thread_local! {
+    static RING: RefCell<Option<IoUring>> = const { RefCell::new(None) };
+}
+
+impl FsStorage {
+    /// Files on the real filesystem with the requested backend. If io_uring is requested but a
+    /// ring cannot be created (old kernel, seccomp, memlock limit), falls back to pwrite and logs
+    /// one line saying why.
+    pub fn new(requested: WriteBackend) -> FsStorage {
+        let backend = match requested {
+            WriteBackend::Pwrite => WriteBackend::Pwrite,
+            WriteBackend::IoUring => match IoUring::new(RING_ENTRIES) {
+                Ok(_) => WriteBackend::IoUring,
+                Err(e) => {
+                    tracing::warn!(
+                        "io_uring unavailable ({e}); falling back to pwrite for all writes"
+                    );
+                    WriteBackend::Pwrite
+                }
+            },
+        };
+        FsStorage { backend }
+    }
+
+    /// The backend in use after any fallback.
+    pub fn backend(&self) -> WriteBackend {
+        self.backend
+    }
+}
+
+impl Storage for FsStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(RealFile {
+            file,
+            path: path.to_owned(),
+            backend: self.backend,
+        }))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let mut tmp_name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        tmp_name.push(".tmp");
+        let tmp = dir.join(tmp_name);
+        {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            file.write_all_at(bytes, 0)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(FileLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "lock held by another process",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self.backend {
+            WriteBackend::IoUring => "io_uring",
+            WriteBackend::Pwrite => "pwrite",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FileLock {
+    _file: File,
+}
+
+impl LockGuard for FileLock {}
+
+#[derive(Debug)]
+struct RealFile {
+    file: File,
+    path: PathBuf,
+    backend: WriteBackend,
+}
+
+impl RealFile {
+    /// Run `f` with this thread's ring, creating it on first use.
+    fn with_ring<T>(&self, f: impl FnOnce(&mut IoUring) -> io::Result<T>) -> io::Result<T> {
+        RING.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(IoUring::new(RING_ENTRIES)?);
+            }
+            let ring = slot.as_mut().expect("ring was just created");
+            f(ring)
+        })
+    }
+
+    /// Submit `write` (and a linked fdatasync when `sync`) for `buf` at `offset`; returns bytes
+    /// written. On a short write the linked sync is cancelled by the kernel and reported as not
+    /// done (`Ok((n, false))`).
+    fn uring_write(&self, offset: u64, buf: &[u8], sync: bool) -> io::Result<(usize, bool)> {
+        let fd = types::Fd(self.file.as_raw_fd());
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        self.with_ring(|ring| {
+            let mut write = opcode::Write::new(fd, buf.as_ptr(), len)
+                .offset(offset)
+                .build()
+                .user_data(1);
+            if sync {
+                write = write.flags(squeue::Flags::IO_LINK);
+            }
+            let fsync = opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(2);
+            {
+                let mut sq = ring.submission();
+                // SAFETY: `buf` outlives the operation: we wait for every completion below before
+                // returning, and the ring is empty on entry (every call drains what it submits).
+                unsafe {
+                    sq.push(&write)
+                        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                    if sync {
+                        sq.push(&fsync)
+                            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                    }
+                }
+            }
+            let expected = if sync { 2 } else { 1 };
+            let mut written: Option<io::Result<usize>> = None;
+            let mut synced: Option<io::Result<bool>> = None;
+            let mut seen = 0;
+            while seen < expected {
+                ring.submit_and_wait(expected - seen)?;
+                for cqe in ring.completion() {
+                    seen += 1;
+                    let res = cqe.result();
+                    match cqe.user_data() {
+                        1 => {
+                            written = Some(if res < 0 {
+                                Err(io::Error::from_raw_os_error(-res))
+                            } else {
+                                Ok(res as usize)
+                            })
+                        }
+                        _ => {
+                            synced = Some(if res == -libc::ECANCELED {
+                                Ok(false)
+                            } else if res < 0 {
+                                Err(io::Error::from_raw_os_error(-res))
+                            } else {
+                                Ok(true)
+                            })
+                        }
+                    }
+                }
+            }
+            let n = written.expect("write completion")?;
+            let did_sync = match synced {
+                Some(r) => r?,
+                None => false,
+            };
+            Ok((n, did_sync))
+        })
+    }
+
+    fn uring_sync(&self) -> io::Result<()> {
+        let fd = types::Fd(self.file.as_raw_fd());
+        self.with_ring(|ring| {
+            let fsync = opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(2);
+            // SAFETY: the entry references no memory of ours; we wait for its completion.
+            unsafe {
+                ring.submission()
+                    .push(&fsync)
+                    .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+            }
+            ring.submit_and_wait(1)?;
+            let cqe = ring
+                .completion()
+                .next()
+                .ok_or_else(|| io::Error::other("io_uring: missing completion"))?;
+            if cqe.result() < 0 {
+                return Err(io::Error::from_raw_os_error(-cqe.result()));
+            }
+            Ok(())
+        })
+    }
+
+    fn write_all(&self, mut offset: u64, mut buf: &[u8], sync: bool) -> io::Result<()> {
+        match self.backend {
+            WriteBackend::Pwrite => {
+                self.file.write_all_at(buf, offset)?;
+                if sync {
+                    self.file.sync_data()?;
+                }
+                Ok(())
+            }
+            WriteBackend::IoUring => {
+                let mut synced = false;
+                while !buf.is_empty() {
+                    let (n, did_sync) = self.uring_write(offset, buf, sync)?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "io_uring write wrote nothing",
+                        ));
+                    }
+                    buf = &buf[n.min(buf.len())..];
+                    offset += n as u64;
+                    synced = did_sync && buf.is_empty();
+                }
+                if sync && !synced {
+                    self.uring_sync()?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl StorageFile for RealFile {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.write_all(offset, buf, false)
+    }
+
+    fn write_at_and_sync(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.write_all(offset, buf, true)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        match self.backend {
+            WriteBackend::Pwrite => self.file.sync_data(),
+            WriteBackend::IoUring => self.uring_sync(),
+        }
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn map(&self) -> io::Result<Mapping> {
+        if self.len()? == 0 {
+            return Ok(Mapping::empty());
+        }
+        // SAFETY: the engine never shrinks a file it has mapped while a mapping is alive (files
+        // are removed only when no reader holds them), and mapped bytes are read only after the
+        // write that produced them completed; the kernel keeps the page cache coherent with
+        // pwrite/io_uring writes.
+        let map = unsafe { memmap2::Mmap::map(&self.file) }
+            .map_err(|e| io::Error::new(e.kind(), format!("mmap {}: {e}", self.path.display())))?;
+        Ok(Mapping {
+            inner: MappingInner::Mmap(map),
+        })
+    }
+}

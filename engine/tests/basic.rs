@@ -1,0 +1,122 @@
+//! Put/get through the public API on real files and on the simulated disk.
+
+use std::sync::Arc;
+
+use tern_engine::{
+    Engine, EngineConfig, Error, FlushMode, GetRequest, GetStatus, Message, SimStorage, Storage,
+    WriteBackend,
+};
+
+fn small_config(dir: &std::path::Path) -> EngineConfig {
+    let mut c = EngineConfig::new(dir);
+    c.segment_size_bytes = 64 * 1024;
+    c.cq_entries_per_file = 64;
+    c
+}
+
+fn get_all(engine: &Engine, topic: &str, queue: u32, expr: &str) -> Vec<(u64, String, Vec<u8>)> {
+    let filter = engine.filter(expr).unwrap();
+    let mut offset = 0;
+    let mut out = Vec::new();
+    loop {
+        let r = engine
+            .get(&GetRequest {
+                topic,
+                queue_id: queue,
+                offset,
+                max_messages: 7,
+                max_bytes: u64::MAX,
+                filter: &filter,
+            })
+            .unwrap();
+        for m in &r.messages {
+            let v = m.view();
+            out.push((v.queue_offset(), v.tag().to_owned(), v.body().to_vec()));
+        }
+        if r.status == GetStatus::NoNewMessage || r.next_offset == offset {
+            break;
+        }
+        offset = r.next_offset;
+    }
+    out
+}
+
+fn put_get_roundtrip(config: EngineConfig, storage: Option<Arc<dyn Storage>>) {
+    let engine = match storage.clone() {
+        Some(s) => Engine::open_with_storage(config.clone(), s).unwrap(),
+        None => Engine::open(config.clone()).unwrap(),
+    };
+    for i in 0..500u32 {
+        let tag = if i % 3 == 0 {
+            "A"
+        } else if i % 3 == 1 {
+            "B"
+        } else {
+            "C"
+        };
+        let r = engine
+            .put(&Message::new(
+                "orders",
+                i % 2,
+                tag,
+                format!("body-{i}-{}", "x".repeat(200)).into_bytes(),
+            ))
+            .unwrap();
+        assert_eq!(r.queue_offset, u64::from(i / 2));
+    }
+    engine.flush().unwrap();
+    let all = get_all(&engine, "orders", 0, "*");
+    assert_eq!(all.len(), 250);
+    assert!(all.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+    let ab = get_all(&engine, "orders", 1, "A || B");
+    assert!(ab.iter().all(|(_, t, _)| t == "A" || t == "B"));
+    assert_eq!(
+        ab.len(),
+        (0..500).filter(|i| i % 2 == 1 && i % 3 != 2).count()
+    );
+    assert!(
+        engine.positions().0 > 64 * 1024,
+        "several segments were written"
+    );
+    engine.close().unwrap();
+
+    let engine = match storage {
+        Some(s) => Engine::open_with_storage(config, s).unwrap(),
+        None => Engine::open(config).unwrap(),
+    };
+    assert_eq!(get_all(&engine, "orders", 0, "*").len(), 250);
+    assert_eq!(engine.queue_offsets("orders", 1).unwrap(), (0, 250));
+}
+
+#[test]
+fn put_get_roundtrip_io_uring() {
+    let dir = tempfile::tempdir().unwrap();
+    put_get_roundtrip(small_config(dir.path()), None);
+}
+
+#[test]
+fn put_get_roundtrip_pwrite_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = small_config(dir.path());
+    c.backend = WriteBackend::Pwrite;
+    c.flush_mode = FlushMode::Sync;
+    put_get_roundtrip(c, None);
+}
+
+#[test]
+fn put_get_roundtrip_simulated() {
+    let mut c = small_config(std::path::Path::new("/data"));
+    c.flush_mode = FlushMode::Sync;
+    put_get_roundtrip(c, Some(Arc::new(SimStorage::new())));
+}
+
+#[test]
+fn opening_the_same_directory_twice_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Engine::open(small_config(dir.path())).unwrap();
+    let err = Engine::open(small_config(dir.path())).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("already open"), "{err}");
+    drop(a);
+    Engine::open(small_config(dir.path())).unwrap();
+}
