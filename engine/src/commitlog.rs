@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::format::{self, record};
 use crate::storage::{list_or_empty, Mapping, Storage, StorageFile};
 
+/// A segment file found on disk: (start offset, file, length).
+pub(crate) type FoundSegment = (u64, Arc<dyn StorageFile>, u64);
+
 /// One segment file.
 #[derive(Debug)]
 pub struct Segment {
@@ -64,10 +67,7 @@ pub struct CommitLog {
 impl CommitLog {
     /// Open the segments under `dir` without mapping anything yet; returns the log and the
     /// segment files found, in order, as (start, file, length).
-    pub(crate) fn list_segments(
-        storage: &dyn Storage,
-        dir: &Path,
-    ) -> Result<Vec<(u64, Arc<dyn StorageFile>, u64)>> {
+    pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<FoundSegment>> {
         let mut found = Vec::new();
         for name in list_or_empty(storage, dir)
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?

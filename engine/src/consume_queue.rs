@@ -101,7 +101,16 @@ impl ConsumeQueue {
             let len = file
                 .len()
                 .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-            if len != file_bytes {
+            if len > file_bytes {
+                return Err(Error::corrupted(
+                    &path,
+                    0,
+                    format!(
+                        "file is {len} bytes, more than cq_entries_per_file × 20 = {file_bytes} (entries_per_file changed?)"
+                    ),
+                ));
+            }
+            if len < file_bytes {
                 // A file cut short (crash during creation) is re-extended with zeros: its missing
                 // entries are rebuilt from the commitlog.
                 file.set_len(file_bytes)

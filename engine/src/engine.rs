@@ -239,6 +239,15 @@ fn validate_message(msg: &Message, body_bytes_max: u32) -> Result<()> {
     Ok(())
 }
 
+fn record_size(msg: &Message) -> usize {
+    record::HEADER_LEN
+        + msg.topic.len()
+        + msg.tag.len()
+        + record::keys_section_len(&msg.keys)
+        + record::properties_section_len(&msg.properties)
+        + msg.body.len()
+}
+
 impl Engine {
     /// Open (creating if needed) the data directory on the real filesystem.
     pub fn open(config: EngineConfig) -> Result<Engine> {
@@ -430,48 +439,34 @@ impl Engine {
         Ok((q.min_offset(), q.max_offset()))
     }
 
-    /// Put one message. In sync mode returns once the message is durable.
+    /// Put one message. In sync mode returns once the message is durable. System topics
+    /// (names starting with `%`) are refused: only the engine itself writes them.
     pub fn put(&self, msg: &Message) -> Result<PutResult> {
         let mut out = self.put_batch(std::slice::from_ref(msg))?;
         Ok(out.pop().expect("one result per message"))
     }
 
-    /// Put a user message (system topics such as `%RETRY%…` are refused).
-    pub fn put_user(&self, msg: &Message) -> Result<PutResult> {
-        names::check_user_topic(&msg.topic)?;
-        self.put(msg)
+    /// Put several messages, adjacent in the commitlog and in this order; in sync mode returns
+    /// once all are durable. Every message is validated before anything is written: one invalid
+    /// message rejects the whole batch.
+    pub fn put_batch(&self, msgs: &[Message]) -> Result<Vec<PutResult>> {
+        for msg in msgs {
+            names::check_user_topic(&msg.topic)?;
+        }
+        self.shared.put_batch(msgs)
     }
 
-    /// Put several messages atomically with respect to ordering (they are adjacent in the
-    /// commitlog); in sync mode returns once all are durable.
-    pub fn put_batch(&self, msgs: &[Message]) -> Result<Vec<PutResult>> {
-        let shared = &self.shared;
-        let mut queues = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            validate_message(msg, shared.config.body_bytes_max)?;
-            let size = record::HEADER_LEN
-                + msg.topic.len()
-                + msg.tag.len()
-                + record::keys_section_len(&msg.keys)
-                + record::properties_section_len(&msg.properties)
-                + msg.body.len();
-            if (size + EOS_LEN) as u64 > shared.config.segment_size_bytes
-                || size > shared.config.write_buffer_bytes
-            {
-                return Err(Error::invalid(
-                    format!("record of {size} bytes does not fit a segment or the write buffer"),
-                    "segment_size_bytes / write_buffer_bytes",
-                ));
+    /// Block until every put made so far has been written to its file (not necessarily synced)
+    /// and its consume-queue entry is visible.
+    pub fn wait_written(&self) -> Result<()> {
+        let target = {
+            let app = self.shared.appender.lock();
+            if app.writer_idle {
+                self.shared.appender_cv.notify_one();
             }
-            queues.push(shared.queue_for_put(&msg.topic, msg.queue_id)?);
-        }
-        let results = shared.append(msgs, &queues)?;
-        if shared.config.flush_mode == FlushMode::Sync {
-            if let Some(last) = results.last() {
-                shared.wait_durable(last.commitlog_offset + u64::from(last.size))?;
-            }
-        }
-        Ok(results)
+            app.next_offset
+        };
+        self.shared.wait_dispatched(target)
     }
 
     /// Read up to `max_messages` / `max_bytes` from a queue starting at `offset`, filtered.
@@ -647,6 +642,31 @@ impl Drop for Engine {
 }
 
 impl Shared {
+    /// Validate, sequence and (in sync mode) wait for durability; system topics allowed.
+    pub(crate) fn put_batch(&self, msgs: &[Message]) -> Result<Vec<PutResult>> {
+        let mut queues = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            validate_message(msg, self.config.body_bytes_max)?;
+            let size = record_size(msg);
+            if (size + EOS_LEN) as u64 > self.config.segment_size_bytes
+                || size > self.config.write_buffer_bytes
+            {
+                return Err(Error::invalid(
+                    format!("record of {size} bytes does not fit a segment or the write buffer"),
+                    "segment_size_bytes / write_buffer_bytes",
+                ));
+            }
+            queues.push(self.queue_for_put(&msg.topic, msg.queue_id)?);
+        }
+        let results = self.append(msgs, &queues)?;
+        if self.config.flush_mode == FlushMode::Sync {
+            if let Some(last) = results.last() {
+                self.wait_durable(last.commitlog_offset + u64::from(last.size))?;
+            }
+        }
+        Ok(results)
+    }
+
     pub(crate) fn install_topic(&self, name: &str, queue_count: u32) -> Result<Arc<Topic>> {
         names::check_any_topic(name)?;
         if queue_count == 0 || queue_count > QUEUES_PER_TOPIC_MAX {
@@ -789,12 +809,7 @@ impl Shared {
                 self.space_cv.wait(&mut app);
                 app.putters_waiting -= 1;
             }
-            let size = record::HEADER_LEN
-                + msg.topic.len()
-                + msg.tag.len()
-                + record::keys_section_len(&msg.keys)
-                + record::properties_section_len(&msg.properties)
-                + msg.body.len();
+            let size = record_size(msg);
             if app.next_offset + (size + EOS_LEN) as u64 > app.segment_end {
                 let remaining = app.segment_end - app.next_offset;
                 assert!(
@@ -929,11 +944,7 @@ impl Shared {
                 if app.putters_waiting > 0 {
                     self.space_cv.notify_all();
                 }
-                (
-                    start,
-                    flush || self.config.flush_mode == FlushMode::Sync,
-                    app.closing,
-                )
+                (start, flush, app.closing)
             };
             if self.failed_flag.load(Ordering::Acquire) {
                 spare.clear();
@@ -943,8 +954,11 @@ impl Shared {
                 }
                 continue;
             }
-            if let Err(e) = self.write_batch(start, &spare, sync_now) {
+            let linked_sync = self.config.flush_mode == FlushMode::Sync;
+            if let Err(e) = self.write_batch(start, &spare, linked_sync) {
                 self.fail(&e);
+            } else if sync_now && !linked_sync && self.sync_commitlog().is_err() {
+                // sync_commitlog already stopped appends; nothing is published.
             } else {
                 let end = start + spare.len() as u64;
                 self.dispatch(&mut dispatch, end);

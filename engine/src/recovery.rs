@@ -163,7 +163,7 @@ fn trusted_prefix(commitlog: &CommitLog, queue: &ConsumeQueue, c: u64, clog_min:
 /// Find the next valid record strictly after `from` within `seg`, below `limit`.
 fn resync(seg: &Segment, from: u64, limit: u64) -> Option<u64> {
     let bytes = seg.bytes();
-    let end = (limit.min(seg.end()) - seg.start()) as usize;
+    let end = limit.min(seg.end()).saturating_sub(seg.start()) as usize;
     let magic = RECORD_MAGIC.to_le_bytes();
     let mut rel = (from - seg.start()) as usize;
     while rel + record::HEADER_LEN <= end {

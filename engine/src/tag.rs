@@ -138,7 +138,7 @@ impl Filter {
     /// First stage: could a message with this tag hash match? (No commitlog access.)
     #[inline]
     pub fn may_match_hash(&self, tag_hash: u64) -> bool {
-        self.is_all() || self.hashes.iter().any(|&h| h == tag_hash)
+        self.is_all() || self.hashes.contains(&tag_hash)
     }
 
     /// Second stage: does the stored tag match exactly?
