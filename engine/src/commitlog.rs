@@ -196,6 +196,21 @@ impl CommitLog {
         self.segments.read().first().map(|s| s.start)
     }
 
+    /// Delete the oldest segment unless it is the only one; returns its start offset.
+    pub(crate) fn remove_oldest(&self) -> Result<Option<u64>> {
+        let seg = {
+            let mut segs = self.segments.write();
+            if segs.len() < 2 {
+                return Ok(None);
+            }
+            segs.remove(0)
+        };
+        self.storage
+            .remove_file(&seg.path)
+            .map_err(|e| Error::io(format!("removing {}", seg.path.display()), e))?;
+        Ok(Some(seg.start))
+    }
+
     /// Remove every segment starting at or after `start` (recovery).
     pub(crate) fn drop_from(&self, start: u64) -> Result<()> {
         let mut segs = self.segments.write();

@@ -54,6 +54,31 @@ pub struct EngineConfig {
     pub tag_hasher: TagHasher,
     /// Where time comes from.
     pub clock: Arc<dyn Clock>,
+    /// Delay of each level, 1-based (level 1 = index 0).
+    pub delay_levels_ms: Vec<u64>,
+    /// Messages older than this are never delivered and their segments are deleted.
+    pub retention_ms: u64,
+    /// Failures after which a message goes to the dead-letter topic (per-group overrides via
+    /// `Engine::set_max_reconsume`).
+    pub max_reconsume_times: u32,
+    /// Expired segments are deleted only during this UTC hour (engine clock), unless disk use is
+    /// above `disk_clean_ratio`. `None`: any time.
+    pub deletion_hour_utc: Option<u8>,
+    /// Above this disk use, expired segments are deleted at any hour.
+    pub disk_clean_ratio: f64,
+    /// Above this disk use, the oldest segments are deleted even before they expire.
+    pub disk_force_clean_ratio: f64,
+    /// At or above this disk use, puts fail with `Error::DiskFull`.
+    pub disk_hard_limit_ratio: f64,
+    /// Where disk use comes from (statvfs of the data dir by default; tests inject values).
+    pub disk_usage: Arc<dyn crate::cleaner::DiskUsage>,
+    /// Run the scheduler and cleaner on background threads. Tests turn this off and call
+    /// `Engine::run_scheduler` / `Engine::run_cleaner` themselves.
+    pub background_services: bool,
+    /// How often (real time) the scheduler looks for due messages when nothing wakes it.
+    pub scheduler_tick_ms: u64,
+    /// How often (real time) the cleaner runs.
+    pub cleaner_interval_ms: u64,
 }
 
 impl EngineConfig {
@@ -75,6 +100,17 @@ impl EngineConfig {
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             tag_hasher: fnv1a_64,
             clock: Arc::new(SystemClock),
+            delay_levels_ms: DELAY_LEVELS_MS_DEFAULT.to_vec(),
+            retention_ms: RETENTION_MS_DEFAULT,
+            max_reconsume_times: MAX_RECONSUME_TIMES_DEFAULT,
+            deletion_hour_utc: Some(DELETION_HOUR_UTC_DEFAULT),
+            disk_clean_ratio: DISK_CLEAN_RATIO_DEFAULT,
+            disk_force_clean_ratio: DISK_FORCE_CLEAN_RATIO_DEFAULT,
+            disk_hard_limit_ratio: DISK_HARD_LIMIT_RATIO_DEFAULT,
+            disk_usage: Arc::new(crate::cleaner::StatvfsUsage),
+            background_services: true,
+            scheduler_tick_ms: SCHEDULER_TICK_MS_DEFAULT,
+            cleaner_interval_ms: CLEANER_INTERVAL_MS_DEFAULT,
         }
     }
 
@@ -121,6 +157,82 @@ impl EngineConfig {
                 "intervals are at least 1 ms",
             ));
         }
+        if self.delay_levels_ms.is_empty() || self.delay_levels_ms.len() > DELAY_LEVELS_MAX {
+            return Err(Error::invalid(
+                format!("{} delay levels", self.delay_levels_ms.len()),
+                "DELAY_LEVELS_MAX (1..=18 levels)",
+            ));
+        }
+        if self.retention_ms == 0 {
+            return Err(Error::invalid(
+                "retention_ms = 0",
+                "retention is at least 1 ms",
+            ));
+        }
+        let ratios = [
+            self.disk_clean_ratio,
+            self.disk_force_clean_ratio,
+            self.disk_hard_limit_ratio,
+        ];
+        if ratios.iter().any(|r| !(0.0..=1.0).contains(r))
+            || ratios[0] > ratios[1]
+            || ratios[1] > ratios[2]
+        {
+            return Err(Error::invalid(
+                format!(
+                    "disk ratios clean {} / force {} / hard {}",
+                    ratios[0], ratios[1], ratios[2]
+                ),
+                "0 <= disk_clean_ratio <= disk_force_clean_ratio <= disk_hard_limit_ratio <= 1",
+            ));
+        }
+        if self.deletion_hour_utc.is_some_and(|h| h > 23) {
+            return Err(Error::invalid(
+                "deletion_hour_utc above 23",
+                "an hour 0..=23",
+            ));
+        }
+        if self.scheduler_tick_ms == 0 || self.cleaner_interval_ms == 0 {
+            return Err(Error::invalid(
+                "an interval of 0 ms",
+                "intervals are at least 1 ms",
+            ));
+        }
         Ok(())
+    }
+
+    /// Parse a delay table such as `1s 5s 10s 30s 1m 2m 1h` (units: ms, s, m, h, d).
+    pub fn parse_delay_levels(text: &str) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for word in text.split_whitespace() {
+            let split = word
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(word.len());
+            let (num, unit) = word.split_at(split);
+            let n: u64 = num.parse().map_err(|_| {
+                Error::invalid(format!("delay {word:?}"), "a number then ms|s|m|h|d")
+            })?;
+            let mult = match unit {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => {
+                    return Err(Error::invalid(
+                        format!("delay {word:?}"),
+                        "a number then ms|s|m|h|d",
+                    ))
+                }
+            };
+            out.push(n.saturating_mul(mult));
+        }
+        if out.is_empty() || out.len() > DELAY_LEVELS_MAX {
+            return Err(Error::invalid(
+                format!("{} delay levels", out.len()),
+                "DELAY_LEVELS_MAX (1..=18 levels)",
+            ));
+        }
+        Ok(out)
     }
 }

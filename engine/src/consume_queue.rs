@@ -59,6 +59,8 @@ pub struct ConsumeQueue {
     pub(crate) next_offset: AtomicU64,
     /// Entries below this are readable.
     max_offset: AtomicU64,
+    /// First entry whose record has not expired.
+    min_offset: AtomicU64,
     /// Set when a file was written since the last sync.
     dirty: AtomicBool,
 }
@@ -137,6 +139,7 @@ impl ConsumeQueue {
             files: RwLock::new(files),
             next_offset: AtomicU64::new(0),
             max_offset: AtomicU64::new(0),
+            min_offset: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
         })
     }
@@ -155,11 +158,43 @@ impl ConsumeQueue {
     }
     /// The first entry still stored.
     pub fn min_offset(&self) -> u64 {
-        let files = self.files.read();
-        files.first().map_or_else(
-            || self.max_offset(),
-            |f| f.start_index.min(self.max_offset()),
-        )
+        self.min_offset
+            .load(Ordering::Acquire)
+            .min(self.max_offset())
+    }
+
+    /// Drop files whose every entry points below `clog_min` (keeping the last file) and move
+    /// the min offset to the first entry at or above it. Returns the files deleted.
+    pub(crate) fn expire_below(&self, clog_min: u64) -> Result<usize> {
+        let max = self.max_offset();
+        let mut deleted = 0;
+        let mut files = self.files.write();
+        while files.len() > 1 {
+            let f = &files[0];
+            let last = f.entries()[f.entries().len() - 1];
+            if last.is_unwritten() || last.commitlog_offset.get() >= clog_min {
+                break;
+            }
+            self.storage
+                .remove_file(&f.path)
+                .map_err(|e| Error::io(format!("removing {}", f.path.display()), e))?;
+            files.remove(0);
+            deleted += 1;
+        }
+        let min = match files.first() {
+            Some(f) => {
+                let end = max
+                    .saturating_sub(f.start_index)
+                    .min(f.entries().len() as u64) as usize;
+                let live = &f.entries()[..end];
+                f.start_index + live.partition_point(|e| e.commitlog_offset.get() < clog_min) as u64
+            }
+            None => max,
+        };
+        if min > self.min_offset.load(Ordering::Acquire) {
+            self.min_offset.store(min, Ordering::Release);
+        }
+        Ok(deleted)
     }
     pub(crate) fn publish(&self, max_offset: u64) {
         self.max_offset.store(max_offset, Ordering::Release);

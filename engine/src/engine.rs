@@ -73,6 +73,27 @@ struct Appender {
     closing: bool,
     /// A flush of everything appended so far was requested (`Engine::flush`).
     flush_requested: bool,
+    /// Store timestamp of the last record (store timestamps never decrease).
+    last_store_ms: u64,
+}
+
+/// When a staged message is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deliver {
+    /// Not delayed.
+    Now,
+    /// Due `delay_ms` after its store time (delay levels).
+    AfterStore(u64),
+    /// Due at this absolute time (timers; also recorded on re-puts as when they were due).
+    At(u64),
+}
+
+/// A message routed for append: the record's flags and delivery time are decided here.
+#[derive(Debug)]
+pub(crate) struct Staged<'a> {
+    pub(crate) msg: std::borrow::Cow<'a, Message>,
+    pub(crate) flags: u16,
+    pub(crate) deliver: Deliver,
 }
 
 /// Counters for benchmarks and metrics.
@@ -129,6 +150,15 @@ pub(crate) struct Shared {
     checkpoint_seq: Mutex<u64>,
     pub(crate) checkpoint_file: Arc<dyn StorageFile>,
     pub(crate) stats: EngineStats,
+    /// Disk use at or above the hard limit: puts are refused.
+    pub(crate) disk_full: AtomicBool,
+    /// Last measured disk use ratio (f64 bits).
+    pub(crate) disk_used_bits: AtomicU64,
+    pub(crate) scheduler: std::sync::OnceLock<crate::schedule::Scheduler>,
+    max_reconsume: Mutex<HashMap<String, u32>>,
+    /// Scheduler and cleaner threads: stop flag and wake-up.
+    services_stop: Mutex<bool>,
+    services_cv: Condvar,
 }
 
 /// Called by the writer thread whenever a queue's max offset grows: (topic, queue id, new max).
@@ -139,6 +169,8 @@ pub type ArrivalListener = Arc<dyn Fn(&str, u32, u64) + Send + Sync>;
 pub struct Engine {
     pub(crate) shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    services: Mutex<Vec<JoinHandle<()>>>,
+    recovery: crate::recovery::RecoveryReport,
     closed: AtomicBool,
     _lock: Box<dyn LockGuard>,
 }
@@ -304,6 +336,7 @@ impl Engine {
                 putters_waiting: 0,
                 closing: false,
                 flush_requested: false,
+                last_store_ms: 0,
             }),
             appender_cv: Condvar::new(),
             space_cv: Condvar::new(),
@@ -323,6 +356,12 @@ impl Engine {
             checkpoint_seq: Mutex::new(0),
             checkpoint_file,
             stats: EngineStats::default(),
+            disk_full: AtomicBool::new(false),
+            disk_used_bits: AtomicU64::new(0),
+            scheduler: std::sync::OnceLock::new(),
+            max_reconsume: Mutex::new(HashMap::new()),
+            services_stop: Mutex::new(false),
+            services_cv: Condvar::new(),
             config,
         });
 
@@ -350,6 +389,21 @@ impl Engine {
             };
         }
         *shared.checkpoint_seq.lock() = report.checkpoint_sequence;
+        let clog_min = shared.commitlog.min_offset().unwrap_or(report.end_offset);
+        let queues: Vec<Arc<ConsumeQueue>> = shared
+            .topics
+            .read()
+            .values()
+            .flat_map(|t| t.queues.iter().cloned())
+            .collect();
+        for q in queues {
+            q.expire_below(clog_min)?;
+        }
+        let scheduler = crate::schedule::Scheduler::open(&shared, &report.schedule_progress_seen)?;
+        if shared.scheduler.set(scheduler).is_err() {
+            unreachable!("the scheduler is set once, here");
+        }
+        crate::cleaner::refresh_usage(&shared);
         shared.checkpoint_full(false)?;
 
         let mut threads = Vec::new();
@@ -367,9 +421,28 @@ impl Engine {
                 .spawn(move || s.flusher_loop())
                 .map_err(|e| Error::io("spawning the flusher thread", e))?,
         );
+        let mut services = Vec::new();
+        if shared.config.background_services {
+            let s = shared.clone();
+            services.push(
+                std::thread::Builder::new()
+                    .name("tern-scheduler".into())
+                    .spawn(move || s.scheduler_loop())
+                    .map_err(|e| Error::io("spawning the scheduler thread", e))?,
+            );
+            let s = shared.clone();
+            services.push(
+                std::thread::Builder::new()
+                    .name("tern-cleaner".into())
+                    .spawn(move || s.cleaner_loop())
+                    .map_err(|e| Error::io("spawning the cleaner thread", e))?,
+            );
+        }
         Ok(Engine {
             shared,
             threads: Mutex::new(threads),
+            services: Mutex::new(services),
+            recovery: report,
             closed: AtomicBool::new(false),
             _lock: lock,
         })
@@ -452,6 +525,12 @@ impl Engine {
     pub fn put_batch(&self, msgs: &[Message]) -> Result<Vec<PutResult>> {
         for msg in msgs {
             names::check_user_topic(&msg.topic)?;
+            if let Some((name, _)) = msg.properties.iter().find(|(n, _)| n.starts_with('%')) {
+                return Err(Error::invalid(
+                    format!("property {name:?} starts with '%', which is reserved for the engine"),
+                    "property names starting with '%' are reserved",
+                ));
+            }
         }
         self.shared.put_batch(msgs)
     }
@@ -603,6 +682,78 @@ impl Engine {
         self.shared.failed.lock().clone()
     }
 
+    /// The engine clock, ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// What recovery found and did when this engine opened.
+    pub fn recovery_report(&self) -> &crate::recovery::RecoveryReport {
+        &self.recovery
+    }
+
+    /// Re-put every due delayed message and timer now (the scheduler thread does this on its
+    /// own; tests with a manual clock call it directly). Returns how many were delivered.
+    pub fn run_scheduler(&self) -> Result<usize> {
+        self.shared.run_scheduler()
+    }
+
+    /// One cleaner round now: measure disk use, delete expired (or, above the watermarks, the
+    /// oldest) segments and the consume-queue files below them.
+    pub fn run_cleaner(&self) -> Result<crate::cleaner::CleanReport> {
+        crate::cleaner::run(&self.shared)
+    }
+
+    /// A consumer of `group` failed to process the message at `commitlog_offset`: re-put it to
+    /// `%RETRY%{group}` with delay level 3 + its reconsume count, or to `%DLQ%{group}` after
+    /// `max_reconsume_times` failures.
+    pub fn consume_failed(
+        &self,
+        group: &str,
+        commitlog_offset: u64,
+    ) -> Result<crate::schedule::FailureOutcome> {
+        let max = self
+            .shared
+            .max_reconsume
+            .lock()
+            .get(group)
+            .copied()
+            .unwrap_or(self.shared.config.max_reconsume_times);
+        crate::schedule::consume_failed(&self.shared, group, commitlog_offset, max)
+    }
+
+    /// Override `max_reconsume_times` for one group.
+    pub fn set_max_reconsume(&self, group: &str, max: u32) -> Result<()> {
+        names::check_group(group)?;
+        if max == 0 {
+            return Err(Error::invalid(
+                "max reconsume of 0",
+                "max_reconsume_times >= 1",
+            ));
+        }
+        self.shared
+            .max_reconsume
+            .lock()
+            .insert(group.to_owned(), max);
+        Ok(())
+    }
+
+    /// Timer memory now: (fixed slot array bytes, heap bytes at its largest so far).
+    pub fn timer_memory_bytes(&self) -> (usize, usize) {
+        self.shared
+            .scheduler
+            .get()
+            .map_or((0, 0), |s| s.timer_memory_bytes())
+    }
+
+    /// Most timers held in memory at once so far.
+    pub fn timer_heap_max(&self) -> usize {
+        self.shared
+            .scheduler
+            .get()
+            .map_or(0, |s| s.timer_heap_max())
+    }
+
     /// Flush, checkpoint as a clean shutdown, persist offsets and stop the threads.
     pub fn close(self) -> Result<()> {
         self.close_inner()
@@ -613,6 +764,13 @@ impl Engine {
             return Ok(());
         }
         let shared = &self.shared;
+        {
+            *shared.services_stop.lock() = true;
+            shared.services_cv.notify_all();
+        }
+        for t in self.services.lock().drain(..) {
+            let _joined = t.join();
+        }
         {
             let mut app = shared.appender.lock();
             app.closing = true;
@@ -642,10 +800,23 @@ impl Drop for Engine {
 }
 
 impl Shared {
-    /// Validate, sequence and (in sync mode) wait for durability; system topics allowed.
+    /// Validate, route (delays go to the schedule topics), sequence and (in sync mode) wait
+    /// for durability; system topics allowed.
     pub(crate) fn put_batch(&self, msgs: &[Message]) -> Result<Vec<PutResult>> {
-        let mut queues = Vec::with_capacity(msgs.len());
-        for msg in msgs {
+        self.check_disk()?;
+        let now = self.clock.now_ms();
+        let staged = msgs
+            .iter()
+            .map(|m| crate::schedule::stage(self, m, now))
+            .collect::<Result<Vec<_>>>()?;
+        self.put_staged(&staged)
+    }
+
+    /// Sequence already-routed messages.
+    pub(crate) fn put_staged(&self, staged: &[Staged<'_>]) -> Result<Vec<PutResult>> {
+        let mut queues = Vec::with_capacity(staged.len());
+        for st in staged {
+            let msg = &*st.msg;
             validate_message(msg, self.config.body_bytes_max)?;
             let size = record_size(msg);
             if (size + EOS_LEN) as u64 > self.config.segment_size_bytes
@@ -658,13 +829,25 @@ impl Shared {
             }
             queues.push(self.queue_for_put(&msg.topic, msg.queue_id)?);
         }
-        let results = self.append(msgs, &queues)?;
+        let results = self.append(staged, &queues)?;
         if self.config.flush_mode == FlushMode::Sync {
             if let Some(last) = results.last() {
                 self.wait_durable(last.commitlog_offset + u64::from(last.size))?;
             }
         }
         Ok(results)
+    }
+
+    /// Refuse puts while disk use is at or above the hard limit.
+    fn check_disk(&self) -> Result<()> {
+        if self.disk_full.load(Ordering::Acquire) {
+            let used = f64::from_bits(self.disk_used_bits.load(Ordering::Acquire));
+            return Err(Error::DiskFull {
+                used_ratio: used,
+                limit_ratio: self.config.disk_hard_limit_ratio,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn install_topic(&self, name: &str, queue_count: u32) -> Result<Arc<Topic>> {
@@ -748,12 +931,17 @@ impl Shared {
             })
     }
 
-    fn queue_for_put(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
+    pub(crate) fn queue_for_put(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
         match self.queue(topic, queue_id) {
             Err(Error::TopicNotFound { .. })
                 if self.config.auto_create_topics || topic.starts_with('%') =>
             {
-                let count = if topic.starts_with(names::DLQ_PREFIX) {
+                let count = if topic == names::SCHEDULE_TOPIC {
+                    self.config.delay_levels_ms.len() as u32
+                } else if topic == names::TIMER_TOPIC
+                    || topic.starts_with(names::DLQ_PREFIX)
+                    || topic.starts_with(names::RETRY_PREFIX)
+                {
                     1
                 } else {
                     self.config.default_queue_count
@@ -790,10 +978,15 @@ impl Shared {
     }
 
     /// Sequence and encode `msgs` into the write buffer.
-    fn append(&self, msgs: &[Message], queues: &[Arc<ConsumeQueue>]) -> Result<Vec<PutResult>> {
-        let mut results = Vec::with_capacity(msgs.len());
+    fn append(
+        &self,
+        staged: &[Staged<'_>],
+        queues: &[Arc<ConsumeQueue>],
+    ) -> Result<Vec<PutResult>> {
+        let mut results = Vec::with_capacity(staged.len());
         let mut app = self.appender.lock();
-        for (msg, queue) in msgs.iter().zip(queues) {
+        for (st, queue) in staged.iter().zip(queues) {
+            let msg = &*st.msg;
             loop {
                 if app.closing {
                     return Err(Error::Closed);
@@ -822,7 +1015,14 @@ impl Shared {
                 app.next_offset = app.segment_end;
                 app.segment_end += self.config.segment_size_bytes;
             }
-            let now = self.clock.now_ms();
+            // Store timestamps never decrease along the commitlog (expiry relies on it).
+            let now = self.clock.now_ms().max(app.last_store_ms);
+            app.last_store_ms = now;
+            let deliver_at_ms = match st.deliver {
+                Deliver::Now => 0,
+                Deliver::AfterStore(delay_ms) => now.saturating_add(delay_ms),
+                Deliver::At(at) => at,
+            };
             let commitlog_offset = app.next_offset;
             let queue_offset = queue.next_offset.load(Ordering::Relaxed);
             let message_id = if msg.message_id == [0; 16] {
@@ -834,7 +1034,7 @@ impl Shared {
                 msg.message_id
             };
             let fields = RecordFields {
-                flags: 0,
+                flags: st.flags,
                 commitlog_offset,
                 queue_offset,
                 store_timestamp_ms: now,
@@ -843,7 +1043,7 @@ impl Shared {
                 } else {
                     msg.born_timestamp_ms
                 },
-                deliver_at_ms: 0,
+                deliver_at_ms,
                 message_id,
                 queue_id: msg.queue_id,
                 reconsume_count: msg.reconsume_count,
@@ -857,7 +1057,11 @@ impl Shared {
             assert_eq!(written, size);
             queue.next_offset.store(queue_offset + 1, Ordering::Relaxed);
             app.next_offset += size as u64;
-            let tag_hash = (self.config.tag_hasher)(msg.tag.as_bytes());
+            let tag_hash = if st.flags & record::flags::SCHEDULED != 0 {
+                deliver_at_ms
+            } else {
+                (self.config.tag_hasher)(msg.tag.as_bytes())
+            };
             app.dispatch.push(Dispatch {
                 queue: queue.clone(),
                 index: queue_offset,
@@ -1111,6 +1315,9 @@ impl Shared {
                 return Err(e);
             }
         }
+        if let Some(s) = self.scheduler.get() {
+            s.persist(self)?;
+        }
         self.write_checkpoint_at(durable, dispatched.min(durable), clean)
     }
 
@@ -1157,6 +1364,73 @@ impl Shared {
             self.offsets_dirty.store(true, Ordering::Release);
         }
         res
+    }
+
+    fn run_scheduler(&self) -> Result<usize> {
+        match self.scheduler.get() {
+            Some(s) => s.run(self),
+            None => Ok(0),
+        }
+    }
+
+    fn scheduler_loop(self: Arc<Self>) {
+        let tick = Duration::from_millis(self.config.scheduler_tick_ms);
+        loop {
+            if *self.services_stop.lock() {
+                return;
+            }
+            let delivered = match self.run_scheduler() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("scheduler round failed: {e}");
+                    0
+                }
+            };
+            if delivered > 0 {
+                continue;
+            }
+            let now = self.clock.now_ms();
+            let wait = self
+                .scheduler
+                .get()
+                .and_then(|s| s.next_due_ms(&self))
+                .map_or(tick, |due| {
+                    Duration::from_millis(due.saturating_sub(now)).min(tick)
+                });
+            let mut stop = self.services_stop.lock();
+            if *stop {
+                return;
+            }
+            if !wait.is_zero() {
+                let _timed_out = self.services_cv.wait_for(&mut stop, wait);
+            }
+        }
+    }
+
+    fn cleaner_loop(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.config.cleaner_interval_ms);
+        let usage_every = interval.min(Duration::from_secs(1));
+        let mut last_clean = Instant::now();
+        loop {
+            {
+                let mut stop = self.services_stop.lock();
+                if *stop {
+                    return;
+                }
+                let _timed_out = self.services_cv.wait_for(&mut stop, usage_every);
+                if *stop {
+                    return;
+                }
+            }
+            if last_clean.elapsed() >= interval {
+                last_clean = Instant::now();
+                if let Err(e) = crate::cleaner::run(&self) {
+                    tracing::error!("cleaner round failed: {e}");
+                }
+            } else {
+                crate::cleaner::refresh_usage(&self);
+            }
+        }
     }
 
     fn flusher_loop(self: Arc<Self>) {
@@ -1228,6 +1502,7 @@ impl Shared {
         let max_messages = req.max_messages.clamp(1, GET_MESSAGES_MAX) as usize;
         let scan_end = max.min(req.offset.saturating_add(GET_SCAN_ENTRIES_MAX));
         let clog_min = self.commitlog.min_offset().unwrap_or(0);
+        let now = self.clock.now_ms();
         let mut bytes = 0u64;
         let mut index = req.offset;
         'files: while index < scan_end {
@@ -1250,7 +1525,11 @@ impl Shared {
                     Ok((seg, pos)) => {
                         let view = record::decode_trusted(&seg.bytes()[pos..pos + size as usize])
                             .expect("read_record verified this record");
-                        if req.filter.matches_tag(view.tag().as_bytes()) {
+                        let expired = view
+                            .store_timestamp_ms()
+                            .saturating_add(self.config.retention_ms)
+                            <= now;
+                        if !expired && req.filter.matches_tag(view.tag().as_bytes()) {
                             bytes += u64::from(size);
                             result
                                 .messages

@@ -27,6 +27,7 @@
 //!
 //! On-disk formats are documented byte by byte in `docs/FORMAT.md` and in [`format`].
 
+pub mod cleaner;
 pub mod clock;
 pub mod commitlog;
 pub mod config;
@@ -39,14 +40,17 @@ pub mod limits;
 pub mod message;
 pub mod names;
 pub mod recovery;
+pub mod schedule;
 pub mod storage;
 pub mod tag;
 
+pub use cleaner::{CleanReport, DiskUsage, FixedUsage, StatvfsUsage};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineConfig, FlushMode};
 pub use engine::{ArrivalListener, Engine, EngineStats, GetRequest, StatsSnapshot};
 pub use error::{Error, Result};
 pub use message::{GetResult, GetStatus, Message, PutResult, StoredMessage};
 pub use recovery::RecoveryReport;
+pub use schedule::FailureOutcome;
 pub use storage::{FsStorage, SimStorage, Storage, StorageFile, TearMode, WriteBackend};
 pub use tag::{Expression, Filter};

@@ -68,3 +68,29 @@ pub const DELAY_LEVELS_MAX: usize = 18;
 pub const BODY_BYTES_MAX_CEILING: u32 = 64 * 1024 * 1024;
 /// Largest encoded record the decoder accepts.
 pub const RECORD_BYTES_MAX: u32 = BODY_BYTES_MAX_CEILING + 256 * 1024;
+
+/// RocketMQ's delay table: `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`.
+pub const DELAY_LEVELS_MS_DEFAULT: [u64; 18] = [
+    1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
+    480_000, 540_000, 600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+/// Failures after which a message goes to `%DLQ%{group}`.
+pub const MAX_RECONSUME_TIMES_DEFAULT: u32 = 16;
+/// Delay level of the first retry (then 3 + reconsume count).
+pub const RETRY_FIRST_DELAY_LEVEL: u8 = 3;
+/// UTC hour at which expired segments are deleted (RocketMQ's `deleteWhen = 04`).
+pub const DELETION_HOUR_UTC_DEFAULT: u8 = 4;
+/// Disk use above which expired segments are deleted at any hour.
+pub const DISK_CLEAN_RATIO_DEFAULT: f64 = 0.75;
+/// Disk use above which the oldest segments are deleted even if not expired.
+pub const DISK_FORCE_CLEAN_RATIO_DEFAULT: f64 = 0.85;
+/// Disk use at which puts fail.
+pub const DISK_HARD_LIMIT_RATIO_DEFAULT: f64 = 0.90;
+/// Scheduler poll interval when nothing wakes it.
+pub const SCHEDULER_TICK_MS_DEFAULT: u64 = 5;
+/// Cleaner interval.
+pub const CLEANER_INTERVAL_MS_DEFAULT: u64 = 10_000;
+/// Timer wheel slot width.
+pub const TIMER_SLOT_MS: u64 = 1_000;
+/// Most due messages one scheduler round delivers (bounds a round's work).
+pub const SCHEDULER_ROUND_MAX: usize = 4_096;

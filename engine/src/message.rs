@@ -27,6 +27,12 @@ pub struct Message {
     pub message_id: [u8; 16],
     /// Failed deliveries so far (set by the retry machinery).
     pub reconsume_count: u32,
+    /// Delay level 1..=18 (0: none): deliver after the level's delay (default table
+    /// `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`).
+    pub delay_level: u8,
+    /// Exact delivery time, ms since the Unix epoch (0 or a past time: none), at most the
+    /// retention time ahead. Ignored when `delay_level` is set.
+    pub deliver_at_ms: u64,
 }
 
 impl Message {

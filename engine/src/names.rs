@@ -8,8 +8,10 @@ use crate::limits::NAME_BYTES_MAX;
 pub const RETRY_PREFIX: &str = "%RETRY%";
 /// Prefix of dead-letter topics: `%DLQ%{group}`.
 pub const DLQ_PREFIX: &str = "%DLQ%";
-/// The schedule (delay) topic.
+/// The schedule (delay level) topic: one queue per level.
 pub const SCHEDULE_TOPIC: &str = "%SCHEDULE%";
+/// The exact-time timer topic.
+pub const TIMER_TOPIC: &str = "%TIMER%";
 
 fn check_plain(kind: &str, name: &str) -> Result<()> {
     if name.is_empty() {
@@ -54,7 +56,7 @@ pub fn check_group(name: &str) -> Result<()> {
 /// Validate any topic name the engine may hold: a user name or a system name
 /// (`%RETRY%{group}`, `%DLQ%{group}`, `%SCHEDULE%`).
 pub fn check_any_topic(name: &str) -> Result<()> {
-    if name == SCHEDULE_TOPIC {
+    if name == SCHEDULE_TOPIC || name == TIMER_TOPIC {
         return Ok(());
     }
     if let Some(group) = name

@@ -58,6 +58,8 @@ pub struct RecoveryReport {
     pub removed_segments: u64,
     /// Sequence of the checkpoint read (0 if none).
     pub checkpoint_sequence: u64,
+    /// Delay-level progress implied by re-puts found in the tail: (level, next offset).
+    pub schedule_progress_seen: Vec<(u8, u64)>,
 }
 
 const REBUILD_BATCH: usize = 4096;
@@ -250,6 +252,20 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
         match record::read_slot(&seg.bytes()[rel..]) {
             Ok(Slot::Record(v)) if v.commitlog_offset() == pos => {
                 let size = u64::from(v.total_size());
+                if let Some((level, next)) = v
+                    .property(crate::schedule::PROP_SCHED)
+                    .and_then(|p| p.split_once(':'))
+                    .and_then(|(l, o)| Some((l.parse::<u8>().ok()?, o.parse::<u64>().ok()? + 1)))
+                {
+                    match report
+                        .schedule_progress_seen
+                        .iter_mut()
+                        .find(|(l, _)| *l == level)
+                    {
+                        Some(seen) => seen.1 = seen.1.max(next),
+                        None => report.schedule_progress_seen.push((level, next)),
+                    }
+                }
                 report.scanned_bytes += size;
                 let queue = match shared.queue(v.topic(), v.queue_id()) {
                     Ok(q) => Some(q),
@@ -288,7 +304,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                             for _ in next..qo {
                                 rb.entries.push(CqEntry::hole(last_corrupt.unwrap_or(pos)));
                             }
-                            let hash = (shared.config.tag_hasher)(v.tag().as_bytes());
+                            let hash = v.cq_tag_hash(shared.config.tag_hasher);
                             rb.entries.push(CqEntry::new(pos, v.total_size(), hash));
                             report.rebuilt_entries += 1 + (qo - next);
                             q.next_offset.store(qo + 1, Ordering::Relaxed);

@@ -63,6 +63,8 @@ pub mod flags {
     pub const SCHEDULED: u16 = 1 << 0;
     /// The record was re-put by the retry machinery.
     pub const RETRY: u16 = 1 << 1;
+    /// The record waits in the timer topic (with `SCHEDULED`).
+    pub const TIMER: u16 = 1 << 2;
 }
 
 /// The fixed 92-byte header, exactly as on disk.
@@ -280,6 +282,16 @@ impl<'a> RecordView<'a> {
             Some((name, value))
         })
     }
+    /// What this record's consume-queue entry holds in its `tag_hash` field: the delivery time
+    /// for a `SCHEDULED` record, otherwise `hasher(tag)`.
+    pub fn cq_tag_hash(&self, hasher: fn(&[u8]) -> u64) -> u64 {
+        if self.flags() & flags::SCHEDULED != 0 {
+            self.deliver_at_ms()
+        } else {
+            hasher(self.tag.as_bytes())
+        }
+    }
+
     /// The value of property `name`, if present.
     pub fn property(&self, name: &str) -> Option<&'a str> {
         self.properties().find(|(n, _)| *n == name).map(|(_, v)| v)
