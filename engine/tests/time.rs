@@ -447,8 +447,7 @@ fn a_message_failed_16_times_lands_in_the_dlq_with_level_3_plus_n_delays() {
     engine.wait_written().unwrap();
     let delays = engine.config().delay_levels_ms.clone();
     let mut offset = put.commitlog_offset;
-    let mut retry_seen = 0;
-    for n in 0..16u32 {
+    for (retry_seen, n) in (0..16u32).enumerate() {
         let outcome = engine.consume_failed("billing", offset).unwrap();
         engine.wait_written().unwrap();
         if n == 15 {
@@ -487,6 +486,7 @@ fn a_message_failed_16_times_lands_in_the_dlq_with_level_3_plus_n_delays() {
         );
         retry_seen += 1;
         offset = retries.last().unwrap().4;
+        assert_eq!(retries.len(), retry_seen + 1);
         let v = engine.get_by_offset(offset).unwrap();
         assert_eq!(v.view().reconsume_count(), n + 1);
     }
