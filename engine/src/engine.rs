@@ -109,6 +109,39 @@ pub struct EngineStats {
     pub commitlog_syncs: AtomicU64,
     /// Checkpoints written.
     pub checkpoints: AtomicU64,
+    /// Latency of commitlog flushes (fdatasync, or the linked write + fdatasync in sync mode).
+    pub flush_latency: LatencyBuckets,
+}
+
+/// A lock-free latency histogram with power-of-two microsecond buckets: bucket `i` counts
+/// durations below `2^i` µs (and at least `2^(i-1)`); the last bucket takes everything longer.
+#[derive(Debug, Default)]
+pub struct LatencyBuckets {
+    buckets: [AtomicU64; 32],
+    sum_us: AtomicU64,
+}
+
+impl LatencyBuckets {
+    /// Record one duration.
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = (64 - us.leading_zeros() as usize).min(31);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts as (upper bound in µs, count of durations below it); the last bound
+    /// is `u64::MAX`. Also the sum of all durations in µs.
+    pub fn cumulative(&self) -> (Vec<(u64, u64)>, u64) {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(32);
+        for (i, b) in self.buckets.iter().enumerate() {
+            total += b.load(Ordering::Relaxed);
+            let le = if i == 31 { u64::MAX } else { 1u64 << i };
+            out.push((le, total));
+        }
+        (out, self.sum_us.load(Ordering::Relaxed))
+    }
 }
 
 /// A snapshot of [`EngineStats`].
@@ -682,6 +715,46 @@ impl Engine {
         self.shared.failed.lock().clone()
     }
 
+    /// The live counters and the flush-latency histogram.
+    pub fn stats_ref(&self) -> &EngineStats {
+        &self.shared.stats
+    }
+
+    /// Every committed consumer offset: (group, topic, queue, offset), sorted.
+    pub fn consumer_offsets(&self) -> Vec<(String, String, u32, u64)> {
+        self.shared
+            .offsets
+            .lock()
+            .iter()
+            .map(|((g, t, q), o)| (g.clone(), t.clone(), *q, *o))
+            .collect()
+    }
+
+    /// Number of commitlog segments on disk, and the commitlog's (min, appended) offsets.
+    pub fn commitlog_info(&self) -> (usize, u64, u64) {
+        let s = &self.shared;
+        let segs = s.commitlog.segments();
+        let min = segs.first().map_or(0, |seg| seg.start());
+        (segs.len(), min, s.appender.lock().next_offset)
+    }
+
+    /// Last measured disk use (0.0..=1.0) and whether puts are refused because of it.
+    pub fn disk_state(&self) -> (f64, bool) {
+        let s = &self.shared;
+        (
+            f64::from_bits(s.disk_used_bits.load(Ordering::Acquire)),
+            s.disk_full.load(Ordering::Acquire),
+        )
+    }
+
+    /// Delayed messages not yet delivered: (delay-level messages waiting, timers not yet due).
+    pub fn schedule_backlog(&self) -> (u64, u64) {
+        self.shared
+            .scheduler
+            .get()
+            .map_or((0, 0), |s| s.backlog(&self.shared))
+    }
+
     /// The engine clock, ms since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
         self.shared.clock.now_ms()
@@ -1191,7 +1264,10 @@ impl Shared {
             let last = piece_end == end;
             let res = if sync && last {
                 self.stats.commitlog_syncs.fetch_add(1, Ordering::Relaxed);
-                seg.file().write_at_and_sync(pos, piece)
+                let t = Instant::now();
+                let r = seg.file().write_at_and_sync(pos, piece);
+                self.stats.flush_latency.record(t.elapsed());
+                r
             } else {
                 seg.file().write_at(pos, piece)
             };
@@ -1283,7 +1359,10 @@ impl Shared {
         for seg in self.commitlog.segments() {
             if seg.end() > from && seg.start() < target {
                 self.stats.commitlog_syncs.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = seg.file().sync_data() {
+                let t = Instant::now();
+                let r = seg.file().sync_data();
+                self.stats.flush_latency.record(t.elapsed());
+                if let Err(e) = r {
                     let err = Error::io(format!("syncing {}", seg.path().display()), e);
                     self.fail(&err);
                     return Err(err);
