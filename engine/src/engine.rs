@@ -1195,7 +1195,7 @@ impl Shared {
     }
 
     /// Position below which readers may see records.
-    fn visible_pos(&self) -> u64 {
+    pub(crate) fn visible_pos(&self) -> u64 {
         match self.config.flush_mode {
             FlushMode::Sync => self.durable_pos.load(Ordering::Acquire),
             FlushMode::Async => self.written_pos.load(Ordering::Acquire),

@@ -125,23 +125,32 @@ fn entry_trusted(
         return offset < c;
     }
     let size = u64::from(e.size.get());
-    if offset.saturating_add(size) > c {
+    if size < record::HEADER_LEN as u64 || offset.saturating_add(size) > c {
         return false;
     }
     if offset < clog_min {
         // Its segment expired; nothing to compare against.
         return true;
     }
-    match commitlog.read_record(offset, e.size.get()) {
-        Ok((seg, pos)) => match record::decode_trusted(&seg.bytes()[pos..pos + size as usize]) {
-            Ok(v) => {
-                v.topic() == queue.topic()
-                    && v.queue_id() == queue.queue_id()
-                    && v.queue_offset() == index
-            }
-            Err(_) => false,
-        },
-        Err(_) => false,
+    // A record that decodes must be this entry's: same offset, topic, queue and queue offset (a
+    // stale entry pointing at someone else's record is rejected). A record that no longer
+    // decodes (bit rot below the checkpoint) does not make a structurally sound entry below `C`
+    // untrustworthy: later entries stay indexed, and reads skip the record (its CRC fails).
+    let Some(seg) = commitlog.segment_for(offset) else {
+        return false;
+    };
+    let pos = (offset - seg.start()) as usize;
+    let Some(bytes) = seg.bytes().get(pos..pos + size as usize) else {
+        return false;
+    };
+    match record::decode(bytes) {
+        Ok(v) => {
+            v.commitlog_offset() == offset
+                && v.topic() == queue.topic()
+                && v.queue_id() == queue.queue_id()
+                && v.queue_offset() == index
+        }
+        Err(_) => true,
     }
 }
 

@@ -631,6 +631,7 @@ pub(crate) fn consume_failed(
     let seg = shared
         .commitlog
         .segment_for(commitlog_offset)
+        .filter(|_| commitlog_offset < shared.visible_pos())
         .ok_or_else(|| {
             Error::invalid(
                 format!("no message at commitlog offset {commitlog_offset}"),
