@@ -22,8 +22,14 @@
 //!
 //! How a queue's trusted prefix is found: entries whose record lies below `C` are exactly a prefix
 //! of the queue (queue offsets grow with commitlog offsets). A binary search finds its end; each
-//! probe checks that the entry is non-zero, points below `C`, and that the record there names this
-//! topic, queue and queue offset (so a torn or stale entry is never trusted).
+//! probe checks that the entry is non-zero, points below `C`, and that the record there, when it
+//! decodes, names this topic, queue and queue offset (so a torn or stale entry is never trusted).
+//! A record below `C` that no longer decodes (bit rot) leaves its entry trusted: later entries stay
+//! indexed and reads skip that record because its CRC fails.
+//!
+//! Limit: `F` is as fresh as the last checkpoint (every `checkpoint_interval_ms`, default 1 s).
+//! Corruption of a record written after the last checkpoint cannot be told from a torn tail, so
+//! the log ends there, as in RocketMQ's abnormal recovery.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
