@@ -304,6 +304,18 @@ fn validate_message(msg: &Message, body_bytes_max: u32) -> Result<()> {
     Ok(())
 }
 
+/// Rules only a user's message must follow: no system topics, no reserved property names.
+fn check_user_message(msg: &Message) -> Result<()> {
+    names::check_user_topic(&msg.topic)?;
+    if let Some((name, _)) = msg.properties.iter().find(|(n, _)| n.starts_with('%')) {
+        return Err(Error::invalid(
+            format!("property {name:?} starts with '%', which is reserved for the engine"),
+            "property names starting with '%' are reserved",
+        ));
+    }
+    Ok(())
+}
+
 fn record_size(msg: &Message) -> usize {
     record::HEADER_LEN
         + msg.topic.len()
@@ -548,8 +560,8 @@ impl Engine {
     /// Put one message. In sync mode returns once the message is durable. System topics
     /// (names starting with `%`) are refused: only the engine itself writes them.
     pub fn put(&self, msg: &Message) -> Result<PutResult> {
-        let mut out = self.put_batch(std::slice::from_ref(msg))?;
-        Ok(out.pop().expect("one result per message"))
+        check_user_message(msg)?;
+        self.shared.put_one(msg)
     }
 
     /// Put several messages, adjacent in the commitlog and in this order; in sync mode returns
@@ -557,13 +569,7 @@ impl Engine {
     /// message rejects the whole batch.
     pub fn put_batch(&self, msgs: &[Message]) -> Result<Vec<PutResult>> {
         for msg in msgs {
-            names::check_user_topic(&msg.topic)?;
-            if let Some((name, _)) = msg.properties.iter().find(|(n, _)| n.starts_with('%')) {
-                return Err(Error::invalid(
-                    format!("property {name:?} starts with '%', which is reserved for the engine"),
-                    "property names starting with '%' are reserved",
-                ));
-            }
+            check_user_message(msg)?;
         }
         self.shared.put_batch(msgs)
     }
@@ -889,26 +895,53 @@ impl Shared {
     pub(crate) fn put_staged(&self, staged: &[Staged<'_>]) -> Result<Vec<PutResult>> {
         let mut queues = Vec::with_capacity(staged.len());
         for st in staged {
-            let msg = &*st.msg;
-            validate_message(msg, self.config.body_bytes_max)?;
-            let size = record_size(msg);
-            if (size + EOS_LEN) as u64 > self.config.segment_size_bytes
-                || size > self.config.write_buffer_bytes
-            {
-                return Err(Error::invalid(
-                    format!("record of {size} bytes does not fit a segment or the write buffer"),
-                    "segment_size_bytes / write_buffer_bytes",
-                ));
-            }
-            queues.push(self.queue_for_put(&msg.topic, msg.queue_id)?);
+            queues.push(self.check_staged(st)?);
         }
-        let results = self.append(staged, &queues)?;
-        if self.config.flush_mode == FlushMode::Sync {
-            if let Some(last) = results.last() {
-                self.wait_durable(last.commitlog_offset + u64::from(last.size))?;
-            }
+        let mut results = Vec::with_capacity(staged.len());
+        self.append(staged, &queues, |r| results.push(r))?;
+        if let Some(last) = results.last() {
+            self.wait_if_sync(last)?;
         }
         Ok(results)
+    }
+
+    /// One message, without allocating (the common put).
+    pub(crate) fn put_one(&self, msg: &Message) -> Result<PutResult> {
+        self.check_disk()?;
+        let st = crate::schedule::stage(self, msg, self.clock.now_ms())?;
+        let queue = self.check_staged(&st)?;
+        let mut result = None;
+        self.append(
+            std::slice::from_ref(&st),
+            std::slice::from_ref(&queue),
+            |r| result = Some(r),
+        )?;
+        let result = result.expect("append reports every message");
+        self.wait_if_sync(&result)?;
+        Ok(result)
+    }
+
+    /// Validate a staged message and find (or create) its queue.
+    fn check_staged(&self, st: &Staged<'_>) -> Result<Arc<ConsumeQueue>> {
+        let msg = &*st.msg;
+        validate_message(msg, self.config.body_bytes_max)?;
+        let size = record_size(msg);
+        if (size + EOS_LEN) as u64 > self.config.segment_size_bytes
+            || size > self.config.write_buffer_bytes
+        {
+            return Err(Error::invalid(
+                format!("record of {size} bytes does not fit a segment or the write buffer"),
+                "segment_size_bytes / write_buffer_bytes",
+            ));
+        }
+        self.queue_for_put(&msg.topic, msg.queue_id)
+    }
+
+    fn wait_if_sync(&self, last: &PutResult) -> Result<()> {
+        if self.config.flush_mode == FlushMode::Sync {
+            self.wait_durable(last.commitlog_offset + u64::from(last.size))?;
+        }
+        Ok(())
     }
 
     /// Refuse puts while disk use is at or above the hard limit.
@@ -1055,8 +1088,8 @@ impl Shared {
         &self,
         staged: &[Staged<'_>],
         queues: &[Arc<ConsumeQueue>],
-    ) -> Result<Vec<PutResult>> {
-        let mut results = Vec::with_capacity(staged.len());
+        mut out: impl FnMut(PutResult),
+    ) -> Result<()> {
         let mut app = self.appender.lock();
         for (st, queue) in staged.iter().zip(queues) {
             let msg = &*st.msg;
@@ -1140,7 +1173,7 @@ impl Shared {
                 index: queue_offset,
                 entry: CqEntry::new(commitlog_offset, size as u32, tag_hash),
             });
-            results.push(PutResult {
+            out(PutResult {
                 commitlog_offset,
                 size: size as u32,
                 queue_id: msg.queue_id,
@@ -1157,7 +1190,7 @@ impl Shared {
             app.writer_idle = false;
             self.appender_cv.notify_one();
         }
-        Ok(results)
+        Ok(())
     }
 
     fn wait_durable(&self, end: u64) -> Result<()> {
