@@ -381,7 +381,7 @@ mod tests {
         // in the target thread see EINTR-style interruptions.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = ignore_signal as usize;
+            sa.sa_sigaction = ignore_signal as *const () as usize;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
         }

@@ -1,0 +1,1088 @@
+//! `tern bench engine DIR`: the engine measured against the machine, in one run.
+//!
+//! Phases, each on a fresh data directory `DIR/tern-bench-<pid>` (removed at the end unless
+//! `--keep`):
+//!
+//! 1. **raw** (unless `--no-raw`): the machine's limits, see [`super::raw`].
+//! 2. **puts**: `--threads` writer threads put `--message-size` messages (in batches of
+//!    `--batch`) into topic `bench`, spread over `--queues` queues, for `--duration` or `--count`
+//!    messages. Each put call is timed (per-batch latency; every message of the batch gets the
+//!    same per-message latency). Each body starts with the send time (ns since the run started),
+//!    so a **reader thread** that follows every queue with `get` (woken by the engine's arrival
+//!    listener) measures end-to-end latency: put called → message visible to a reader. On a
+//!    2-core machine that reader competes with the writers; `--no-e2e` turns it off.
+//! 3. **reads** (unless `--no-reads`), from the page cache: 32-message pulls of every queue
+//!    (messages/s), and a filtered scan with a tag no message has (consume-queue entries/s).
+//! 4. **recovery** (unless `--no-recovery`): the engine is closed, its checkpoint deleted, and
+//!    the time of `Engine::open` measured: with no checkpoint, recovery walks the whole log and
+//!    rebuilds every consume-queue entry, so log bytes / open time is the tail-scan speed.
+//!
+//! Figures are printed, also as ratios to the raw limits, and with `--json FILE` written with
+//! the whole configuration; `--plot FILE.svg` draws the latency percentile curves and the
+//! throughput timeline.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tern_engine::{Engine, EngineConfig, FlushMode, GetRequest, Message, WriteBackend};
+
+use super::hist::{new_histogram, percentile_curve, record, LatencySummary};
+use super::plot::{self, Curve};
+use super::raw::{self, RawOptions, RawReport};
+use super::{write_json, Progress};
+use crate::units::{fmt_bytes, fmt_ns, fmt_rate, parse_bytes, parse_duration};
+use crate::Outcome;
+
+/// Topic the benchmark writes.
+const TOPIC: &str = "bench";
+/// A tag no benchmark message carries (the filtered scan looks for it).
+const ABSENT_TAG: &str = "tern-bench-absent-tag";
+/// Longest time each read benchmark runs.
+const READ_PHASE_MAX: Duration = Duration::from_secs(3);
+/// Messages per pull, as in the issue's target.
+const PULL_BATCH: u32 = 32;
+/// How often throughput is sampled for the timeline.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushArg {
+    /// A put returns once durable (group commit).
+    Sync,
+    /// A put returns once sequenced; flushed on an interval.
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendArg {
+    /// io_uring (falls back to pwrite by itself when unavailable).
+    IoUring,
+    /// pwrite + fdatasync.
+    Pwrite,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct EngineArgs {
+    /// Directory to run in: a fresh sub-directory tern-bench-<pid> is created and removed.
+    pub dir: PathBuf,
+    /// Body size of each message.
+    #[arg(long, value_parser = parse_bytes, default_value = "1KiB")]
+    pub message_size: u64,
+    /// Writer threads putting concurrently.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Flush mode: sync (acknowledged once durable) or async.
+    #[arg(long, value_enum, default_value_t = FlushArg::Async)]
+    pub flush: FlushArg,
+    /// Write backend of the engine.
+    #[arg(long, value_enum, default_value_t = BackendArg::IoUring)]
+    pub backend: BackendArg,
+    /// How long to put (e.g. 5s, 500ms). Default 5s unless --count is given.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Total messages to put (over all threads); stops at whichever of --duration and --count
+    /// comes first.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Messages per put call (put_batch); latency is also reported per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Queues of the benchmark topic; message i of thread t goes to queue (t + i) % queues.
+    #[arg(long, default_value_t = 4)]
+    pub queues: u32,
+    /// Tag mix: comma-separated TAG or TAG=WEIGHT (e.g. "TagA=9,TagB=1"); messages cycle
+    /// through the tags in proportion to their weights.
+    #[arg(long, default_value = "TagA")]
+    pub tags: String,
+    /// Delay-level mix (e.g. "0=9,3=1"). Accepted and recorded, but a no-op until delayed
+    /// messages exist in the engine (the delay issue): every message is put without delay.
+    #[arg(long)]
+    pub delay_mix: Option<String>,
+    /// Commitlog segment size.
+    #[arg(long, value_parser = parse_bytes, default_value = "1GiB")]
+    pub segment_size: u64,
+    /// Skip the end-to-end reader thread.
+    #[arg(long)]
+    pub no_e2e: bool,
+    /// Skip the read benchmarks (pulls, filtered scan).
+    #[arg(long)]
+    pub no_reads: bool,
+    /// Skip the recovery benchmark.
+    #[arg(long)]
+    pub no_recovery: bool,
+    /// Skip the raw measurements (no ratios are reported then).
+    #[arg(long)]
+    pub no_raw: bool,
+    /// Keep the benchmark's data directory instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub raw: RawOptions,
+    /// Write every figure and the whole configuration to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the latency percentile curves and the throughput timeline into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+fn parse_weighted(text: &str, what: &str) -> anyhow::Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, weight) = match part.split_once('=') {
+            Some((n, w)) => (
+                n.trim(),
+                w.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|w| (1..=1000).contains(w))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{what} {part:?}: the weight must be 1..=1000")
+                    })?,
+            ),
+            None => (part, 1),
+        };
+        out.push((name.to_owned(), weight));
+    }
+    if out.is_empty() {
+        anyhow::bail!("{what} {text:?} names nothing");
+    }
+    Ok(out)
+}
+
+/// What one writer thread measured.
+struct WriterResult {
+    put: Histogram<u64>,
+    batch: Histogram<u64>,
+    messages: u64,
+    error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct StatsDelta {
+    puts: u64,
+    put_bytes: u64,
+    writes: u64,
+    commitlog_syncs: u64,
+    checkpoints: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PutReport {
+    messages: u64,
+    payload_bytes: u64,
+    /// From the first put to the return of the last one.
+    elapsed_s: f64,
+    /// Including the final flush (everything durable).
+    elapsed_with_flush_s: f64,
+    msgs_per_s: f64,
+    payload_bytes_per_s: f64,
+    /// Record bytes (headers included) put per second.
+    commitlog_bytes_per_s: f64,
+    /// Per message (a message's latency is that of the put call that carried it).
+    put: LatencySummary,
+    /// Per put call.
+    batch: LatencySummary,
+    /// Put called → visible to a reader.
+    e2e: Option<LatencySummary>,
+    e2e_messages_seen: u64,
+    stats: StatsDelta,
+    puts_per_fdatasync: Option<f64>,
+    bytes_per_write: Option<f64>,
+    backend_used: String,
+    errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ReadReport {
+    pull_messages: u64,
+    pull_s: f64,
+    pull_msgs_per_s: f64,
+    pull_bytes_per_s: f64,
+    scan_entries: u64,
+    scan_s: f64,
+    scan_entries_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct RecoveryBench {
+    scanned_bytes: u64,
+    open_s: f64,
+    bytes_per_s: f64,
+    messages_expected: u64,
+    messages_recovered: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Target {
+    name: &'static str,
+    value: f64,
+    target: String,
+    met: bool,
+}
+
+pub fn run(args: &EngineArgs) -> anyhow::Result<Outcome> {
+    validate(args)?;
+    let tags = parse_weighted(&args.tags, "--tags")?;
+    let delay_mix = match &args.delay_mix {
+        Some(text) => {
+            let mix = parse_weighted(text, "--delay-mix")?;
+            eprintln!(
+                "note: --delay-mix is recorded but not applied: the engine has no delayed messages yet"
+            );
+            Some(mix)
+        }
+        None => None,
+    };
+    let progress = Progress::new(false);
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let raw_report = if args.no_raw {
+        None
+    } else {
+        Some(raw::run_raw(&args.dir, &args.raw, &progress)?)
+    };
+
+    let data_dir = args.dir.join(format!("tern-bench-{}", std::process::id()));
+    if data_dir.exists() {
+        anyhow::bail!(
+            "{} already exists; remove it or choose another DIR",
+            data_dir.display()
+        );
+    }
+    let result = run_engine_phases(args, &tags, &data_dir, &progress);
+    if !args.keep {
+        if let Err(e) = std::fs::remove_dir_all(&data_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("warning: could not remove {}: {e}", data_dir.display());
+            }
+        }
+    }
+    progress.finish();
+    let (puts, reads, recovery, timeline, curves, config) = result?;
+
+    let ratios = ratios(args, raw_report.as_ref(), &puts, recovery.as_ref());
+    let targets = targets(
+        args,
+        raw_report.as_ref(),
+        &puts,
+        reads.as_ref(),
+        recovery.as_ref(),
+    );
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    use std::io::Write as _;
+    if let Some(r) = &raw_report {
+        raw::print_raw(&mut out, r)?;
+    }
+    print_engine(
+        &mut out,
+        args,
+        &puts,
+        reads.as_ref(),
+        recovery.as_ref(),
+        &ratios,
+        &targets,
+    )?;
+    out.flush()?;
+
+    if let Some(path) = &args.json {
+        let value = json!({
+            "config": {
+                "args": args,
+                "tags": tags,
+                "delay_mix": delay_mix,
+                "delay_mix_applied": false,
+                "engine": config,
+                "machine": machine_facts(),
+            },
+            "raw": raw_report,
+            "engine": puts,
+            "reads": reads,
+            "recovery": recovery,
+            "ratios": ratios,
+            "targets": targets,
+            "timeline": timeline,
+        });
+        write_json(path, &value)?;
+    }
+    if let Some(path) = &args.plot {
+        let mut all = curves;
+        if let Some(r) = &raw_report {
+            all.push(Curve {
+                name: "raw fdatasync (4 KiB)".into(),
+                points: r.fsync.fdatasync_curve.clone(),
+            });
+        }
+        let subtitle = format!(
+            "{} B messages, {} thread(s), batch {}, flush {:?}, backend {}; {:.0} msgs/s, {}",
+            args.message_size,
+            args.threads,
+            args.batch,
+            args.flush,
+            puts.backend_used,
+            puts.msgs_per_s,
+            fmt_rate(puts.commitlog_bytes_per_s)
+        );
+        let svg = plot::render("tern bench engine", &subtitle, &all, &timeline);
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if puts.errors.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Problems
+    })
+}
+
+fn validate(args: &EngineArgs) -> anyhow::Result<()> {
+    if !(1..=1024).contains(&args.threads) {
+        anyhow::bail!("--threads {} is out of range (1..=1024)", args.threads);
+    }
+    if !(1..=4096).contains(&args.batch) {
+        anyhow::bail!("--batch {} is out of range (1..=4096)", args.batch);
+    }
+    if !(1..=1024).contains(&args.queues) {
+        anyhow::bail!("--queues {} is out of range (1..=1024)", args.queues);
+    }
+    if args.message_size > u64::from(tern_engine::limits::BODY_BYTES_MAX_DEFAULT) {
+        anyhow::bail!(
+            "--message-size {} is above the engine's body limit (4 MiB)",
+            args.message_size
+        );
+    }
+    if args.count == Some(0) {
+        anyhow::bail!("--count 0 puts nothing");
+    }
+    Ok(())
+}
+
+type Phases = (
+    PutReport,
+    Option<ReadReport>,
+    Option<RecoveryBench>,
+    Vec<(f64, f64)>,
+    Vec<Curve>,
+    Value,
+);
+
+fn engine_config(args: &EngineArgs, dir: &Path) -> EngineConfig {
+    let mut config = EngineConfig::new(dir);
+    config.segment_size_bytes = args.segment_size;
+    config.flush_mode = match args.flush {
+        FlushArg::Sync => FlushMode::Sync,
+        FlushArg::Async => FlushMode::Async,
+    };
+    config.backend = match args.backend {
+        BackendArg::IoUring => WriteBackend::IoUring,
+        BackendArg::Pwrite => WriteBackend::Pwrite,
+    };
+    config.default_queue_count = args.queues;
+    config
+}
+
+fn run_engine_phases(
+    args: &EngineArgs,
+    tags: &[(String, u32)],
+    data_dir: &Path,
+    progress: &Progress,
+) -> anyhow::Result<Phases> {
+    let config = engine_config(args, data_dir);
+    let config_json = json!({
+        "data_dir": data_dir.display().to_string(),
+        "segment_size_bytes": config.segment_size_bytes,
+        "cq_entries_per_file": config.cq_entries_per_file,
+        "flush_mode": format!("{:?}", config.flush_mode),
+        "flush_interval_ms": config.flush_interval_ms,
+        "flush_threshold_bytes": config.flush_threshold_bytes,
+        "checkpoint_interval_ms": config.checkpoint_interval_ms,
+        "write_buffer_bytes": config.write_buffer_bytes,
+        "backend_requested": format!("{:?}", config.backend),
+    });
+    let engine = Arc::new(
+        Engine::open(config.clone())
+            .with_context(|| format!("opening an engine in {}", data_dir.display()))?,
+    );
+    engine
+        .create_topic(TOPIC, args.queues)
+        .context("creating the benchmark topic")?;
+    let (puts, timeline, mut curves) = put_phase(args, tags, &engine, progress)?;
+    let reads = if args.no_reads {
+        None
+    } else {
+        Some(read_phase(args, &engine, progress)?)
+    };
+    let engine = Arc::try_unwrap(engine)
+        .map_err(|_| anyhow::anyhow!("internal: the engine is still shared after the run"))?;
+    engine.close().context("closing the engine")?;
+    let recovery = if args.no_recovery {
+        None
+    } else {
+        Some(recovery_phase(
+            &config,
+            args.queues,
+            puts.messages,
+            progress,
+        )?)
+    };
+    curves.retain(|c| !c.points.is_empty());
+    Ok((puts, reads, recovery, timeline, curves, config_json))
+}
+
+fn now_ns(start: Instant) -> u64 {
+    start.elapsed().as_nanos() as u64
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a thread body with its whole context"
+)]
+fn writer_thread(
+    engine: &Engine,
+    thread: usize,
+    args: &EngineArgs,
+    cycle: &[String],
+    quota: u64,
+    stop: &AtomicBool,
+    start: Instant,
+) -> WriterResult {
+    let mut put_h = new_histogram();
+    let mut batch_h = new_histogram();
+    let size = args.message_size as usize;
+    let mut batch: Vec<Message> = (0..args.batch)
+        .map(|_| Message::new(TOPIC, 0, String::with_capacity(64), vec![b'x'; size]))
+        .collect();
+    let mut sent = 0u64;
+    let mut error = None;
+    while sent < quota && !stop.load(Ordering::Relaxed) {
+        let n = (args.batch as u64).min(quota - sent) as usize;
+        let stamp = now_ns(start).to_le_bytes();
+        for (j, msg) in batch[..n].iter_mut().enumerate() {
+            let i = sent as usize + j + thread;
+            msg.queue_id = (i % args.queues as usize) as u32;
+            let tag = &cycle[i % cycle.len()];
+            if msg.tag != *tag {
+                msg.tag.clear();
+                msg.tag.push_str(tag);
+            }
+            let k = size.min(8);
+            msg.body[..k].copy_from_slice(&stamp[..k]);
+        }
+        let t0 = Instant::now();
+        let res = if n == 1 {
+            engine.put(&batch[0]).map(|_| ())
+        } else {
+            engine.put_batch(&batch[..n]).map(|_| ())
+        };
+        let dt = t0.elapsed().as_nanos() as u64;
+        if let Err(e) = res {
+            error = Some(format!("thread {thread}: put failed: {e}"));
+            break;
+        }
+        record(&mut batch_h, dt, 1);
+        record(&mut put_h, dt, n as u64);
+        sent += n as u64;
+    }
+    WriterResult {
+        put: put_h,
+        batch: batch_h,
+        messages: sent,
+        error,
+    }
+}
+
+/// Follow every queue from offset 0 until `done` is set and `expected` messages were seen.
+fn reader_thread(
+    engine: &Engine,
+    queues: u32,
+    start: Instant,
+    done: &AtomicBool,
+    expected: &AtomicU64,
+) -> (Histogram<u64>, u64) {
+    let mut h = new_histogram();
+    let Ok(filter) = engine.filter("*") else {
+        return (h, 0);
+    };
+    let mut offsets = vec![0u64; queues as usize];
+    let mut seen = 0u64;
+    loop {
+        let mut progressed = false;
+        for q in 0..queues {
+            let Ok(r) = engine.get(&GetRequest {
+                topic: TOPIC,
+                queue_id: q,
+                offset: offsets[q as usize],
+                max_messages: PULL_BATCH,
+                max_bytes: u64::MAX,
+                filter: &filter,
+            }) else {
+                continue;
+            };
+            let now = now_ns(start);
+            for m in &r.messages {
+                let body = m.view().body();
+                if body.len() >= 8 {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&body[..8]);
+                    record(&mut h, now.saturating_sub(u64::from_le_bytes(b)), 1);
+                }
+                seen += 1;
+            }
+            if r.next_offset > offsets[q as usize] {
+                offsets[q as usize] = r.next_offset;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            if done.load(Ordering::Acquire) && seen >= expected.load(Ordering::Acquire) {
+                break;
+            }
+            // Woken by the arrival listener; the timeout only bounds a missed wake-up.
+            std::thread::park_timeout(Duration::from_millis(2));
+        }
+    }
+    (h, seen)
+}
+
+fn stats_delta(a: tern_engine::StatsSnapshot, b: tern_engine::StatsSnapshot) -> StatsDelta {
+    StatsDelta {
+        puts: b.puts - a.puts,
+        put_bytes: b.put_bytes - a.put_bytes,
+        writes: b.writes - a.writes,
+        commitlog_syncs: b.commitlog_syncs - a.commitlog_syncs,
+        checkpoints: b.checkpoints - a.checkpoints,
+    }
+}
+
+type PutPhase = (PutReport, Vec<(f64, f64)>, Vec<Curve>);
+
+fn put_phase(
+    args: &EngineArgs,
+    tags: &[(String, u32)],
+    engine: &Arc<Engine>,
+    progress: &Progress,
+) -> anyhow::Result<PutPhase> {
+    let cycle: Vec<String> = tags
+        .iter()
+        .flat_map(|(t, w)| std::iter::repeat_n(t.clone(), *w as usize))
+        .collect();
+    let duration = match (args.duration, args.count) {
+        (Some(d), _) => Some(d),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(5)),
+    };
+    let total = args.count.unwrap_or(u64::MAX);
+    let threads = args.threads as u64;
+    let stop = AtomicBool::new(false);
+    let readers_done = AtomicBool::new(false);
+    let expected = AtomicU64::new(u64::MAX);
+    let start = Instant::now();
+    let before = engine.stats();
+    let e2e_on = !args.no_e2e && args.message_size >= 8;
+    match (duration, args.count) {
+        (Some(d), _) => progress.phase("engine puts (ms)", d.as_millis() as u64),
+        (None, Some(c)) => progress.phase("engine puts (messages)", c),
+        (None, None) => {}
+    }
+
+    let mut timeline = Vec::new();
+    let (results, put_end, reader) = std::thread::scope(|s| -> anyhow::Result<_> {
+        let reader = if e2e_on {
+            let handle =
+                s.spawn(|| reader_thread(engine, args.queues, start, &readers_done, &expected));
+            let waker = handle.thread().clone();
+            engine.add_arrival_listener(Arc::new(move |_topic: &str, _q: u32, _max: u64| {
+                waker.unpark()
+            }));
+            Some(handle)
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::channel::<WriterResult>();
+        for t in 0..args.threads {
+            let quota = if total == u64::MAX {
+                u64::MAX
+            } else {
+                total / threads + u64::from((t as u64) < total % threads)
+            };
+            let tx = tx.clone();
+            let (cycle, stop) = (&cycle, &stop);
+            let engine = &**engine;
+            s.spawn(move || {
+                let r = writer_thread(engine, t, args, cycle, quota, stop, start);
+                // The receiver outlives every writer (it is drained below).
+                let _sent = tx.send(r);
+            });
+        }
+        drop(tx);
+        let mut results = Vec::new();
+        let mut last = (0.0f64, before.puts);
+        let deadline = duration.map(|d| start + d);
+        while results.len() < args.threads {
+            match rx.recv_timeout(SAMPLE_EVERY) {
+                Ok(r) => results.push(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            let t = start.elapsed().as_secs_f64();
+            let puts = engine.stats().puts;
+            if t - last.0 >= SAMPLE_EVERY.as_secs_f64() * 0.9 {
+                let rate = (puts - last.1) as f64 / (t - last.0);
+                timeline.push((t, rate));
+                last = (t, puts);
+                progress.set_message(format!("engine puts: {rate:.0} msgs/s"));
+            }
+            match (duration, args.count) {
+                (Some(_), _) => progress.set(start.elapsed().as_millis() as u64),
+                (None, _) => progress.set(puts - before.puts),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        let put_end = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let messages: u64 = results.iter().map(|r| r.messages).sum();
+        let flushed = engine.flush();
+        let flush_end = start.elapsed();
+        let e2e = reader.map(|handle| {
+            expected.store(messages, Ordering::Release);
+            readers_done.store(true, Ordering::Release);
+            handle.thread().unpark();
+            handle.join()
+        });
+        Ok((results, (put_end, flush_end, flushed), e2e))
+    })?;
+    let (put_end, flush_end, flushed) = put_end;
+    let after = engine.stats();
+    let mut put_h = new_histogram();
+    let mut batch_h = new_histogram();
+    let mut errors = Vec::new();
+    let mut messages = 0;
+    for r in &results {
+        put_h
+            .add(&r.put)
+            .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
+        batch_h
+            .add(&r.batch)
+            .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
+        messages += r.messages;
+        errors.extend(r.error.clone());
+    }
+    if let Err(e) = flushed {
+        errors.push(format!("final flush failed: {e}"));
+    }
+    let (e2e_h, e2e_seen) = match reader {
+        Some(Ok((h, seen))) => (Some(h), seen),
+        Some(Err(_)) => {
+            errors.push("the end-to-end reader thread panicked".into());
+            (None, 0)
+        }
+        None => (None, 0),
+    };
+    let stats = stats_delta(before, after);
+    let elapsed = put_end.as_secs_f64().max(1e-9);
+    let payload = messages * args.message_size;
+    let mut curves = vec![Curve {
+        name: "put (per message)".into(),
+        points: percentile_curve(&put_h),
+    }];
+    if args.batch > 1 {
+        curves.push(Curve {
+            name: format!("put_batch ({} messages)", args.batch),
+            points: percentile_curve(&batch_h),
+        });
+    }
+    if let Some(h) = &e2e_h {
+        curves.push(Curve {
+            name: "end to end (put → reader)".into(),
+            points: percentile_curve(h),
+        });
+    }
+    let report = PutReport {
+        messages,
+        payload_bytes: payload,
+        elapsed_s: elapsed,
+        elapsed_with_flush_s: flush_end.as_secs_f64(),
+        msgs_per_s: messages as f64 / elapsed,
+        payload_bytes_per_s: payload as f64 / elapsed,
+        commitlog_bytes_per_s: stats.put_bytes as f64 / elapsed,
+        put: LatencySummary::of(&put_h),
+        batch: LatencySummary::of(&batch_h),
+        e2e: e2e_h.as_ref().map(LatencySummary::of),
+        e2e_messages_seen: e2e_seen,
+        stats,
+        puts_per_fdatasync: (stats.commitlog_syncs > 0)
+            .then(|| stats.puts as f64 / stats.commitlog_syncs as f64),
+        bytes_per_write: (stats.writes > 0).then(|| stats.put_bytes as f64 / stats.writes as f64),
+        backend_used: engine.backend_name().to_owned(),
+        errors,
+    };
+    Ok((report, timeline, curves))
+}
+
+fn read_phase(
+    args: &EngineArgs,
+    engine: &Engine,
+    progress: &Progress,
+) -> anyhow::Result<ReadReport> {
+    let all = engine.filter("*").context("compiling `*`")?;
+    let none = engine
+        .filter(ABSENT_TAG)
+        .context("compiling the scan filter")?;
+    let total: u64 = (0..args.queues)
+        .map(|q| engine.queue_offsets(TOPIC, q).map_or(0, |(_, max)| max))
+        .sum();
+
+    progress.phase("pulls of 32 messages", total);
+    let started = Instant::now();
+    let mut pulled = 0u64;
+    let mut bytes = 0u64;
+    'pull: for q in 0..args.queues {
+        let mut offset = 0;
+        loop {
+            let r = engine
+                .get(&GetRequest {
+                    topic: TOPIC,
+                    queue_id: q,
+                    offset,
+                    max_messages: PULL_BATCH,
+                    max_bytes: u64::MAX,
+                    filter: &all,
+                })
+                .context("pull")?;
+            for m in &r.messages {
+                bytes += m.view().body().len() as u64;
+            }
+            pulled += r.messages.len() as u64;
+            if r.next_offset <= offset || r.messages.is_empty() {
+                break;
+            }
+            offset = r.next_offset;
+            if pulled % 8192 < u64::from(PULL_BATCH) {
+                progress.set(pulled);
+                if started.elapsed() > READ_PHASE_MAX {
+                    break 'pull;
+                }
+            }
+        }
+    }
+    let pull_s = started.elapsed().as_secs_f64().max(1e-9);
+
+    progress.phase("filtered scan (entries)", total);
+    let started = Instant::now();
+    let mut scanned = 0u64;
+    'scan: for q in 0..args.queues {
+        let mut offset = 0;
+        loop {
+            let r = engine
+                .get(&GetRequest {
+                    topic: TOPIC,
+                    queue_id: q,
+                    offset,
+                    max_messages: PULL_BATCH,
+                    max_bytes: u64::MAX,
+                    filter: &none,
+                })
+                .context("filtered scan")?;
+            if r.next_offset <= offset {
+                break;
+            }
+            scanned += r.next_offset - offset;
+            offset = r.next_offset;
+            progress.set(scanned);
+            if started.elapsed() > READ_PHASE_MAX {
+                break 'scan;
+            }
+        }
+    }
+    let scan_s = started.elapsed().as_secs_f64().max(1e-9);
+    Ok(ReadReport {
+        pull_messages: pulled,
+        pull_s,
+        pull_msgs_per_s: pulled as f64 / pull_s,
+        pull_bytes_per_s: bytes as f64 / pull_s,
+        scan_entries: scanned,
+        scan_s,
+        scan_entries_per_s: scanned as f64 / scan_s,
+    })
+}
+
+fn recovery_phase(
+    config: &EngineConfig,
+    queues: u32,
+    expected: u64,
+    progress: &Progress,
+) -> anyhow::Result<RecoveryBench> {
+    progress.phase("recovery (open without checkpoint)", 1);
+    let checkpoint = config.data_dir.join("checkpoint");
+    std::fs::remove_file(&checkpoint)
+        .with_context(|| format!("removing {}", checkpoint.display()))?;
+    // The engine warns that it recovered from an unclean shutdown: expected here, so only
+    // errors are shown while it opens.
+    let quiet = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .with_writer(std::io::stderr)
+        .finish();
+    let started = Instant::now();
+    let opened = tracing::subscriber::with_default(quiet, || Engine::open(config.clone()));
+    let open_s = started.elapsed().as_secs_f64().max(1e-9);
+    let engine = opened.context("reopening the engine for recovery")?;
+    let (_, _, end) = engine.positions();
+    let recovered: u64 = (0..queues)
+        .map(|q| engine.queue_offsets(TOPIC, q).map_or(0, |(_, max)| max))
+        .sum();
+    engine.close().context("closing the recovered engine")?;
+    progress.set(1);
+    Ok(RecoveryBench {
+        scanned_bytes: end,
+        open_s,
+        bytes_per_s: end as f64 / open_s,
+        messages_expected: expected,
+        messages_recovered: recovered,
+    })
+}
+
+fn ratios(
+    args: &EngineArgs,
+    raw: Option<&RawReport>,
+    puts: &PutReport,
+    recovery: Option<&RecoveryBench>,
+) -> Value {
+    let pwrite = raw.and_then(|r| r.pwrite_32k_bytes_per_s);
+    let sustained = raw.and_then(|r| {
+        r.sustained
+            .iter()
+            .find(|s| s.write.method == raw::WriteMethod::Pwrite)
+            .map(|s| s.write.bytes_per_s_with_sync)
+    });
+    let fsync_p99 = raw.map(|r| r.fsync.fdatasync.p99_us).filter(|v| *v > 0.0);
+    json!({
+        "throughput_vs_pwrite_32k": pwrite.map(|p| puts.commitlog_bytes_per_s / p),
+        "throughput_vs_sustained_pwrite": sustained.map(|p| puts.commitlog_bytes_per_s / p),
+        "ack_p99_vs_fdatasync_p99": if args.flush == FlushArg::Sync {
+            fsync_p99.map(|f| puts.put.p99_us / f)
+        } else {
+            None
+        },
+        "puts_per_fdatasync": puts.puts_per_fdatasync,
+        "recovery_vs_memcpy": match (recovery, raw) {
+            (Some(rec), Some(r)) if r.memcpy_bytes_per_s > 0.0 => Some(rec.bytes_per_s / r.memcpy_bytes_per_s),
+            _ => None,
+        },
+    })
+}
+
+fn targets(
+    args: &EngineArgs,
+    raw: Option<&RawReport>,
+    puts: &PutReport,
+    reads: Option<&ReadReport>,
+    recovery: Option<&RecoveryBench>,
+) -> Vec<Target> {
+    let mut t = Vec::new();
+    let kib = args.message_size == 1024;
+    if args.flush == FlushArg::Async && args.threads == 1 && kib {
+        if let Some(p) = raw.and_then(|r| r.pwrite_32k_bytes_per_s) {
+            let ratio = puts.commitlog_bytes_per_s / p;
+            t.push(Target {
+                name: "async throughput / 32 KiB pwrite",
+                value: ratio,
+                target: ">= 0.70".into(),
+                met: ratio >= 0.7,
+            });
+        }
+        t.push(Target {
+            name: "async put p99 (us)",
+            value: puts.put.p99_us,
+            target: "<= 10".into(),
+            met: puts.put.p99_us <= 10.0,
+        });
+        t.push(Target {
+            name: "async put p99.9 (us)",
+            value: puts.put.p999_us,
+            target: "<= 50".into(),
+            met: puts.put.p999_us <= 50.0,
+        });
+    }
+    if args.flush == FlushArg::Sync {
+        if let Some(f) = raw.map(|r| r.fsync.fdatasync.p99_us).filter(|v| *v > 0.0) {
+            let ratio = puts.put.p99_us / f;
+            t.push(Target {
+                name: "sync ack p99 / fdatasync p99",
+                value: ratio,
+                target: "<= 2.0".into(),
+                met: ratio <= 2.0,
+            });
+        }
+        if let Some(p) = puts.puts_per_fdatasync {
+            t.push(Target {
+                name: "puts per fdatasync",
+                value: p,
+                target: ">= 8".into(),
+                met: p >= 8.0,
+            });
+        }
+    }
+    if let Some(r) = reads {
+        if kib {
+            t.push(Target {
+                name: "32-message pulls (msgs/s)",
+                value: r.pull_msgs_per_s,
+                target: ">= 1000000".into(),
+                met: r.pull_msgs_per_s >= 1e6,
+            });
+        }
+        t.push(Target {
+            name: "filtered scan (entries/s)",
+            value: r.scan_entries_per_s,
+            target: ">= 20000000".into(),
+            met: r.scan_entries_per_s >= 2e7,
+        });
+    }
+    if let Some(r) = recovery {
+        t.push(Target {
+            name: "recovery scan (bytes/s)",
+            value: r.bytes_per_s,
+            target: ">= 1e9".into(),
+            met: r.bytes_per_s >= 1e9,
+        });
+    }
+    t
+}
+
+fn machine_facts() -> Value {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "kernel": kernel,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    })
+}
+
+#[allow(clippy::too_many_arguments, reason = "prints every part of one report")]
+fn print_engine(
+    out: &mut impl std::io::Write,
+    args: &EngineArgs,
+    p: &PutReport,
+    reads: Option<&ReadReport>,
+    recovery: Option<&RecoveryBench>,
+    ratios: &Value,
+    targets: &[Target],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "engine: {} B messages, {} writer thread(s), batch {}, {} queue(s), flush {:?}, backend {}",
+        args.message_size, args.threads, args.batch, args.queues, args.flush, p.backend_used
+    )?;
+    writeln!(
+        out,
+        "  puts: {} messages in {:.3} s: {:.0} msgs/s, {} payload, {} commitlog (with final flush {:.3} s)",
+        p.messages,
+        p.elapsed_s,
+        p.msgs_per_s,
+        fmt_rate(p.payload_bytes_per_s),
+        fmt_rate(p.commitlog_bytes_per_s),
+        p.elapsed_with_flush_s
+    )?;
+    writeln!(out, "  latency per put:   {}", p.put.line())?;
+    writeln!(out, "  latency per batch: {}", p.batch.line())?;
+    match &p.e2e {
+        Some(e) => writeln!(out, "  end to end:        {}", e.line())?,
+        None => writeln!(out, "  end to end:        not measured")?,
+    }
+    writeln!(
+        out,
+        "  engine counters: {} writes ({} per write), {} commitlog fdatasyncs ({} puts per fdatasync), {} checkpoints",
+        p.stats.writes,
+        p.bytes_per_write.map_or("-".into(), |b| fmt_bytes(b as u64)),
+        p.stats.commitlog_syncs,
+        p.puts_per_fdatasync.map_or("-".into(), |v| format!("{v:.1}")),
+        p.stats.checkpoints
+    )?;
+    if let Some(r) = reads {
+        writeln!(
+            out,
+            "  pulls of {PULL_BATCH}: {} messages in {:.3} s: {:.0} msgs/s ({})",
+            r.pull_messages,
+            r.pull_s,
+            r.pull_msgs_per_s,
+            fmt_rate(r.pull_bytes_per_s)
+        )?;
+        writeln!(
+            out,
+            "  filtered scan (no match): {} entries in {:.3} s: {:.0} entries/s",
+            r.scan_entries, r.scan_s, r.scan_entries_per_s
+        )?;
+    }
+    if let Some(r) = recovery {
+        writeln!(
+            out,
+            "  recovery without checkpoint: {} in {:.3} s: {} ({} of {} messages back)",
+            fmt_bytes(r.scanned_bytes),
+            r.open_s,
+            fmt_rate(r.bytes_per_s),
+            r.messages_recovered,
+            r.messages_expected
+        )?;
+    }
+    let ratio = |k: &str| ratios.get(k).and_then(Value::as_f64);
+    if let Some(v) = ratio("throughput_vs_pwrite_32k") {
+        writeln!(out, "  ratio: throughput / raw 32 KiB pwrite = {v:.2}")?;
+    }
+    if let Some(v) = ratio("throughput_vs_sustained_pwrite") {
+        writeln!(out, "  ratio: throughput / raw sustained pwrite = {v:.2}")?;
+    }
+    if let Some(v) = ratio("ack_p99_vs_fdatasync_p99") {
+        writeln!(
+            out,
+            "  ratio: sync ack p99 / raw fdatasync p99 = {v:.2} ({} vs {})",
+            fmt_ns(p.put.p99_us * 1e3),
+            fmt_ns(p.put.p99_us * 1e3 / v)
+        )?;
+    }
+    if let Some(v) = ratio("recovery_vs_memcpy") {
+        writeln!(out, "  ratio: recovery scan / memcpy = {v:.3}")?;
+    }
+    for t in targets {
+        writeln!(
+            out,
+            "  target {:<36} {:>14.3} {:>12}  {}",
+            t.name,
+            t.value,
+            t.target,
+            if t.met { "met" } else { "MISSED" }
+        )?;
+    }
+    for e in &p.errors {
+        writeln!(out, "  error: {e}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_lists_parse() {
+        assert_eq!(
+            parse_weighted("TagA=9, TagB", "--tags").unwrap(),
+            vec![("TagA".to_owned(), 9), ("TagB".to_owned(), 1)]
+        );
+        assert!(parse_weighted("", "--tags").is_err());
+        assert!(parse_weighted("A=0", "--tags").is_err());
+        assert!(parse_weighted("A=x", "--tags").is_err());
+    }
+}

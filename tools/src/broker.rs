@@ -1,0 +1,351 @@
+//! `tern broker`: run the QUIC broker over a data directory.
+//!
+//! Settings come from, in rising priority: defaults, a TOML file (`--config`), the command
+//! line. On start it prints where it listens, the certificate clients must trust and whether a
+//! token is required; on Ctrl-C or SIGTERM it stops accepting, releases long polls, closes
+//! connections and closes the engine cleanly (flush, checkpoint, offsets).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use tern_engine::{Engine, EngineConfig, FlushMode};
+use tern_quic::limits::DEFAULT_PORT;
+use tern_quic::{Broker, BrokerConfig, CertSource};
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./tern-data";
+
+/// The default listen address: loopback, port 7100.
+pub fn default_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))
+}
+
+/// Flush mode on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flush {
+    /// Acknowledge once durable (group commit).
+    Sync,
+    /// Acknowledge once written; flush on an interval.
+    Async,
+}
+
+/// `tern broker` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// Data directory [default: ./tern-data].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// UDP address to listen on [default: 127.0.0.1:7100]; port 0 picks a free port.
+    #[arg(long)]
+    pub quic: Option<SocketAddr>,
+    /// Flush mode [default: async].
+    #[arg(long, value_enum)]
+    pub flush: Option<Flush>,
+    /// TOML file with any of: data, quic, flush, flush_interval_ms, segment_size_bytes, cert,
+    /// key, token, member_timeout_ms, frame_body_bytes_max, pending_pulls_max,
+    /// streams_per_connection_max, udp_socket_buffer_bytes.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Certificate (PEM) to serve instead of the generated self-signed one (needs --key).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Shared token clients must present. Default: none on loopback; on any other address a
+    /// token is generated once into <data>/quic/token.
+    #[arg(long, conflicts_with = "no_token")]
+    pub token: Option<String>,
+    /// Never require a token, even on a non-loopback address.
+    #[arg(long)]
+    pub no_token: bool,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    quic: Option<SocketAddr>,
+    flush: Option<Flush>,
+    flush_interval_ms: Option<u64>,
+    segment_size_bytes: Option<u64>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    token: Option<String>,
+    member_timeout_ms: Option<u64>,
+    frame_body_bytes_max: Option<u32>,
+    pending_pulls_max: Option<u32>,
+    streams_per_connection_max: Option<u32>,
+    udp_socket_buffer_bytes: Option<usize>,
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing the config file {}", path.display()))
+}
+
+/// Read or create the broker's shared token in `dir/token` (mode 0600).
+fn load_or_create_token(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let path = dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if !t.is_empty() {
+            return Ok((t, path));
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut raw = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .context("reading /dev/urandom for a token")?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok((token, path))
+}
+
+/// Everything resolved from defaults, file and flags.
+struct Resolved {
+    data: PathBuf,
+    engine: EngineConfig,
+    broker: BrokerConfig,
+    token_source: String,
+}
+
+fn resolve(args: &BrokerArgs) -> anyhow::Result<Resolved> {
+    let file = match &args.config {
+        Some(p) => read_file_config(p)?,
+        None => FileConfig::default(),
+    };
+    let data = args
+        .data
+        .clone()
+        .or(file.data)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let listen = args.quic.or(file.quic).unwrap_or_else(default_addr);
+    let flush = args.flush.or(file.flush).unwrap_or(Flush::Async);
+    let mut engine = EngineConfig::new(&data);
+    engine.flush_mode = match flush {
+        Flush::Sync => FlushMode::Sync,
+        Flush::Async => FlushMode::Async,
+    };
+    if let Some(ms) = file.flush_interval_ms {
+        engine.flush_interval_ms = ms;
+    }
+    if let Some(b) = file.segment_size_bytes {
+        engine.segment_size_bytes = b;
+    }
+    let cert = match (
+        args.cert.clone().or(file.cert),
+        args.key.clone().or(file.key),
+    ) {
+        (Some(cert), Some(key)) => CertSource::Files { cert, key },
+        (None, None) => CertSource::SelfSigned {
+            dir: data.join("quic"),
+            extra_names: if listen.ip().is_unspecified() {
+                vec![]
+            } else {
+                vec![listen.ip().to_string()]
+            },
+        },
+        _ => bail!("a certificate needs both cert and key"),
+    };
+    let mut broker = BrokerConfig::new(listen, cert);
+    let (token, token_source) = match (args.token.clone().or(file.token), args.no_token) {
+        (_, true) => (None, "none (--no-token)".to_owned()),
+        (Some(t), false) => (Some(t), "required (given)".to_owned()),
+        (None, false) if listen.ip().is_loopback() => (None, "none (loopback only)".to_owned()),
+        (None, false) => {
+            let (t, path) = load_or_create_token(&data.join("quic"))?;
+            (Some(t), format!("required, stored in {}", path.display()))
+        }
+    };
+    broker.token = token;
+    if let Some(ms) = file.member_timeout_ms {
+        broker.member_timeout = Duration::from_millis(ms);
+    }
+    if let Some(v) = file.frame_body_bytes_max {
+        broker.frame_body_bytes_max = v;
+    }
+    if let Some(v) = file.pending_pulls_max {
+        broker.pending_pulls_max = v;
+    }
+    if let Some(v) = file.streams_per_connection_max {
+        broker.streams_per_connection_max = v;
+    }
+    if let Some(v) = file.udp_socket_buffer_bytes {
+        broker.udp_socket_buffer_bytes = v;
+    }
+    Ok(Resolved {
+        data,
+        engine,
+        broker,
+        token_source,
+    })
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r.context("waiting for Ctrl-C")?; Ok("SIGINT") }
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// Run the broker until Ctrl-C or SIGTERM.
+pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
+    let r = resolve(&args)?;
+    let flush = r.engine.flush_mode;
+    let engine = Engine::open(r.engine)
+        .with_context(|| format!("opening the data directory {}", r.data.display()))?;
+    let engine = Arc::new(engine);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tern-broker")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let broker = Broker::start(engine.clone(), r.broker).context("starting the broker")?;
+        let buffers = broker.socket_buffers();
+        let cert = std::fs::canonicalize(broker.cert_path())
+            .unwrap_or_else(|_| broker.cert_path().to_owned());
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "tern broker listening on {} (QUIC, ALPN tern/1)",
+            broker.local_addr()
+        )?;
+        writeln!(
+            out,
+            "certificate: {}{}",
+            cert.display(),
+            if broker.cert_generated() {
+                " (self-signed, generated now; clients trust this file)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(out, "token: {}", r.token_source)?;
+        writeln!(
+            out,
+            "data: {} (flush {}, backend {})",
+            r.data.display(),
+            match flush {
+                FlushMode::Sync => "sync",
+                FlushMode::Async => "async",
+            },
+            engine.backend_name()
+        )?;
+        writeln!(
+            out,
+            "udp buffers: receive {} B, send {} B (asked {} B)",
+            buffers.recv_bytes, buffers.send_bytes, buffers.requested_bytes
+        )?;
+        out.flush()?;
+        drop(out);
+        let why = wait_for_stop_signal().await?;
+        println!("{why}: shutting down");
+        broker.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    drop(runtime);
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.close().context("closing the engine")?,
+        Err(engine) => {
+            // Only possible if a broker task outlived shutdown's bounded wait; dropping the last
+            // reference closes the engine.
+            tracing::warn!("engine still referenced at shutdown; closing on drop");
+            drop(engine);
+        }
+    }
+    println!("tern broker stopped cleanly");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_config_parses_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            "data = \"/tmp/x\"\nquic = \"127.0.0.1:7200\"\nflush = \"sync\"\nmember_timeout_ms = 2000\n",
+        )
+        .unwrap();
+        let args = BrokerArgs {
+            data: Some(dir.path().join("d")),
+            quic: None,
+            flush: None,
+            config: Some(path),
+            cert: None,
+            key: None,
+            token: None,
+            no_token: false,
+        };
+        let r = resolve(&args).unwrap();
+        assert_eq!(r.data, dir.path().join("d"));
+        assert_eq!(r.broker.listen.port(), 7200);
+        assert_eq!(r.engine.flush_mode, FlushMode::Sync);
+        assert_eq!(r.broker.member_timeout, Duration::from_secs(2));
+        assert!(r.broker.token.is_none());
+    }
+
+    #[test]
+    fn non_loopback_generates_a_token_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = BrokerArgs {
+            data: Some(dir.path().to_owned()),
+            quic: Some("0.0.0.0:0".parse().unwrap()),
+            flush: None,
+            config: None,
+            cert: None,
+            key: None,
+            token: None,
+            no_token: false,
+        };
+        let a = resolve(&args).unwrap().broker.token.unwrap();
+        let b = resolve(&args).unwrap().broker.token.unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 48);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "flsh = \"sync\"\n").unwrap();
+        assert!(read_file_config(&path).is_err());
+    }
+}

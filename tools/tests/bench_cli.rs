@@ -1,0 +1,260 @@
+//! `tern bench` with tiny settings: it finishes in seconds, writes every figure as JSON, and
+//! draws a well-formed SVG.
+
+use std::process::Command;
+
+/// Check that `doc` is well-formed XML-ish markup with root element `root`: every tag closes in
+/// order, attributes are quoted, and text holds no bare `<` or `&`.
+fn check_well_formed(doc: &str, root: &str) -> Result<(), String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = doc.trim_start();
+    if let Some(after) = rest.strip_prefix("<?xml") {
+        let end = after.find("?>").ok_or("unterminated XML declaration")?;
+        rest = &after[end + 2..];
+    }
+    let mut saw_root = false;
+    while !rest.is_empty() {
+        let lt = rest.find('<').unwrap_or(rest.len());
+        let text = &rest[..lt];
+        if stack.is_empty() && !text.trim().is_empty() {
+            return Err(format!("text outside the root element: {text:?}"));
+        }
+        for (i, _) in text.match_indices('&') {
+            let entity = &text[i..];
+            let semi = entity.find(';').ok_or("bare & in text")?;
+            if !["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"].contains(&&entity[..=semi]) {
+                return Err(format!("unknown entity {:?}", &entity[..=semi]));
+            }
+        }
+        rest = &rest[lt..];
+        if rest.is_empty() {
+            break;
+        }
+        let gt = rest.find('>').ok_or("unterminated tag")?;
+        let tag = &rest[1..gt];
+        rest = &rest[gt + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let open = stack.pop().ok_or(format!("</{name}> closes nothing"))?;
+            if open != name.trim() {
+                return Err(format!("<{open}> closed by </{name}>"));
+            }
+            if stack.is_empty() && rest.trim().is_empty() {
+                return if saw_root {
+                    Ok(())
+                } else {
+                    Err("no root".into())
+                };
+            }
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let body = tag.trim_end_matches('/');
+        let name = body
+            .split_whitespace()
+            .next()
+            .ok_or("empty tag")?
+            .to_owned();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("bad element name {name:?}"));
+        }
+        if !body.matches('"').count().is_multiple_of(2) {
+            return Err(format!("unbalanced quotes in <{body}>"));
+        }
+        if stack.is_empty() {
+            if saw_root {
+                return Err("two root elements".into());
+            }
+            if name != root {
+                return Err(format!("root element is <{name}>, not <{root}>"));
+            }
+            if !body.contains("xmlns=\"http://www.w3.org/2000/svg\"") {
+                return Err("the root has no SVG namespace".into());
+            }
+            saw_root = true;
+        }
+        if !self_closing {
+            stack.push(name);
+        }
+    }
+    if stack.is_empty() && saw_root {
+        Ok(())
+    } else {
+        Err(format!("unclosed elements: {stack:?}"))
+    }
+}
+
+#[test]
+fn the_well_formedness_check_rejects_broken_documents() {
+    let ok = r#"<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><g><text>a &amp; b</text></g><rect x="1"/></svg>"#;
+    assert_eq!(check_well_formed(ok, "svg"), Ok(()));
+    for bad in [
+        r#"<svg xmlns="http://www.w3.org/2000/svg"><g></svg>"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg"><text>a & b</text></svg>"#,
+        r#"<html xmlns="http://www.w3.org/2000/svg"></html>"#,
+        r#"<svg><g/></svg>"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg"><rect x="1/></svg>"#,
+    ] {
+        assert!(check_well_formed(bad, "svg").is_err(), "{bad}");
+    }
+}
+
+fn number(v: &serde_json::Value, path: &str) -> f64 {
+    let mut cur = v;
+    for key in path.split('.') {
+        cur = match key.parse::<usize>() {
+            Ok(i) => &cur[i],
+            Err(_) => &cur[key],
+        };
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {cur}"))
+}
+
+#[test]
+fn bench_engine_with_a_small_count_writes_every_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("bench.json");
+    let svg_path = tmp.path().join("bench.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "bench",
+            "engine",
+            tmp.path().to_str().unwrap(),
+            "--count",
+            "3000",
+            "--threads",
+            "2",
+            "--batch",
+            "4",
+            "--tags",
+            "TagA=3,TagB=1",
+            "--delay-mix",
+            "0=9,3=1",
+            "--segment-size",
+            "1MiB",
+            "--write-sizes",
+            "32KiB,64KiB",
+            "--write-bytes",
+            "2MiB",
+            "--fsync-count",
+            "10",
+            "--memcpy-bytes",
+            "8MiB",
+            "--json",
+            json_path.to_str().unwrap(),
+            "--plot",
+            svg_path.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("raw limits"), "{stdout}");
+    assert!(stdout.contains("latency per put"), "{stdout}");
+
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    // Configuration.
+    assert_eq!(v["config"]["args"]["message_size"], 1024);
+    assert_eq!(v["config"]["args"]["threads"], 2);
+    assert_eq!(v["config"]["engine"]["segment_size_bytes"], 1 << 20);
+    assert_eq!(v["config"]["delay_mix_applied"], false);
+    assert!(v["config"]["machine"]["cpus"].as_u64().unwrap() >= 1);
+    // Raw limits.
+    assert!(number(&v, "raw.writes.0.bytes_per_s") > 0.0);
+    assert!(number(&v, "raw.pwrite_32k_bytes_per_s") > 0.0);
+    assert!(number(&v, "raw.memcpy_bytes_per_s") > 0.0);
+    for p in ["p50_us", "p99_us", "p999_us", "max_us"] {
+        assert!(number(&v, &format!("raw.fsync.fdatasync.{p}")) > 0.0);
+    }
+    // Puts: throughput and latency per put, per batch and end to end.
+    assert_eq!(v["engine"]["messages"], 3000);
+    assert!(number(&v, "engine.msgs_per_s") > 0.0);
+    assert!(number(&v, "engine.payload_bytes_per_s") > 0.0);
+    assert!(number(&v, "engine.commitlog_bytes_per_s") > 0.0);
+    for h in ["put", "batch", "e2e"] {
+        for p in [
+            "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us", "mean_us",
+        ] {
+            let x = number(&v, &format!("engine.{h}.{p}"));
+            assert!(x > 0.0, "engine.{h}.{p} = {x}");
+        }
+    }
+    assert_eq!(v["engine"]["put"]["count"], 3000);
+    assert_eq!(v["engine"]["batch"]["count"], 750);
+    assert_eq!(v["engine"]["e2e_messages_seen"], 3000);
+    assert!(number(&v, "engine.stats.writes") > 0.0);
+    assert!(v["engine"]["errors"].as_array().unwrap().is_empty());
+    // Reads and recovery.
+    assert_eq!(v["reads"]["pull_messages"], 3000);
+    assert!(number(&v, "reads.pull_msgs_per_s") > 0.0);
+    assert_eq!(v["reads"]["scan_entries"], 3000);
+    assert!(number(&v, "reads.scan_entries_per_s") > 0.0);
+    assert_eq!(v["recovery"]["messages_recovered"], 3000);
+    assert!(number(&v, "recovery.bytes_per_s") > 0.0);
+    // Ratios to the raw limits.
+    assert!(number(&v, "ratios.throughput_vs_pwrite_32k") > 0.0);
+    assert!(number(&v, "ratios.recovery_vs_memcpy") > 0.0);
+    assert!(v["ratios"].get("ack_p99_vs_fdatasync_p99").is_some());
+    assert!(v["ratios"].get("puts_per_fdatasync").is_some());
+    assert!(!v["targets"].as_array().unwrap().is_empty());
+    assert!(v["timeline"].is_array());
+
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    check_well_formed(&svg, "svg").unwrap();
+    assert!(svg.contains("Latency by percentile"));
+    assert!(svg.contains("end to end"));
+    // The benchmark cleaned up after itself: only the two output files remain.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
+
+#[test]
+fn bench_engine_sync_without_raw_reports_puts_per_fdatasync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("sync.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "bench",
+            "engine",
+            tmp.path().to_str().unwrap(),
+            "--no-raw",
+            "--no-reads",
+            "--no-recovery",
+            "--no-e2e",
+            "--flush",
+            "sync",
+            "--backend",
+            "pwrite",
+            "--threads",
+            "4",
+            "--count",
+            "200",
+            "--segment-size",
+            "1MiB",
+            "--json",
+            json_path.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(v["engine"]["messages"], 200);
+    assert_eq!(v["engine"]["backend_used"], "pwrite");
+    assert!(number(&v, "engine.puts_per_fdatasync") >= 1.0);
+    assert!(v["raw"].is_null());
+    assert!(v["engine"]["e2e"].is_null());
+}
