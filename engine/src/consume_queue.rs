@@ -300,6 +300,20 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// Recovery: drop every file and start the queue over at `index` (its earlier entries are
+    /// gone; `min_offset` becomes `index`).
+    pub(crate) fn reset_at(&self, index: u64) -> Result<()> {
+        let mut files = self.files.write();
+        for f in files.drain(..) {
+            self.storage
+                .remove_file(&f.path)
+                .map_err(|e| Error::io(format!("removing {}", f.path.display()), e))?;
+        }
+        self.next_offset.store(index, Ordering::Relaxed);
+        self.min_offset.store(index, Ordering::Release);
+        Ok(())
+    }
+
     /// Recovery: make every entry at or after `index` unwritten (zero) and remove files wholly
     /// past it.
     pub(crate) fn truncate_from(&self, index: u64) -> Result<()> {

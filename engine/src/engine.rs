@@ -432,6 +432,20 @@ impl Engine {
                 Some(seg) => seg.end(),
                 None => end + shared.config.segment_size_bytes,
             };
+            if app.segment_end - end < EOS_LEN as u64 {
+                // A tail too short for an end-of-segment marker stays zero: the log continues
+                // at the next segment (recovery walks over such a tail the same way).
+                app.next_offset = app.segment_end;
+                app.buf_start = app.segment_end;
+                app.segment_end += shared.config.segment_size_bytes;
+                for pos in [
+                    &shared.written_pos,
+                    &shared.durable_pos,
+                    &shared.dispatched_pos,
+                ] {
+                    pos.store(app.next_offset, Ordering::Release);
+                }
+            }
         }
         *shared.checkpoint_seq.lock() = report.checkpoint_sequence;
         let clog_min = shared.commitlog.min_offset().unwrap_or(report.end_offset);
@@ -1626,7 +1640,8 @@ impl Shared {
                 let tag_hash = entry.tag_hash.get();
                 let offset = entry.commitlog_offset.get();
                 let size = entry.size.get();
-                if entry.is_hole() || !req.filter.may_match_hash(tag_hash) || offset < clog_min {
+                // Holes and unwritten slots (size 0) have no record behind them.
+                if size == 0 || !req.filter.may_match_hash(tag_hash) || offset < clog_min {
                     index += 1;
                     continue;
                 }
@@ -1641,7 +1656,19 @@ impl Shared {
                             .store_timestamp_ms()
                             .saturating_add(self.config.retention_ms)
                             <= now;
-                        if !expired && req.filter.matches_tag(view.tag().as_bytes()) {
+                        // The record must be this entry's: a stale or damaged entry pointing at
+                        // another queue's record is never served through this queue.
+                        let mine = view.queue_offset() == index
+                            && view.queue_id() == req.queue_id
+                            && view.topic() == req.topic;
+                        if !mine {
+                            tracing::error!(
+                                topic = req.topic,
+                                queue = req.queue_id,
+                                index,
+                                "consume-queue entry points at another queue's record; skipped"
+                            );
+                        } else if !expired && req.filter.matches_tag(view.tag().as_bytes()) {
                             bytes += u64::from(size);
                             result
                                 .messages

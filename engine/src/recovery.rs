@@ -41,7 +41,7 @@ use crate::engine::{commitlog_dir, Shared};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::format::cq::CqEntry;
-use crate::format::record::{self, Slot, RECORD_MAGIC};
+use crate::format::record::{self, Slot, EOS_LEN, RECORD_MAGIC};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +69,8 @@ pub struct RecoveryReport {
 }
 
 const REBUILD_BATCH: usize = 4096;
+/// Most hole entries recovery writes for one gap in a queue's offsets.
+const HOLES_MAX: u64 = 1024;
 
 struct Rebuild {
     queue: Arc<ConsumeQueue>,
@@ -201,12 +203,23 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
     let storage = &*shared.storage;
     let mut report = RecoveryReport::default();
 
-    for (start, file, len) in CommitLog::list_segments(storage, &commitlog_dir(&shared.config))? {
-        let len = if len == 0 {
-            // Created but never pre-allocated (crash during creation).
-            file.set_len(shared.config.segment_size_bytes)
+    let found = CommitLog::list_segments(storage, &commitlog_dir(&shared.config))?;
+    let count = found.len();
+    for (i, (start, file, len)) in found.into_iter().enumerate() {
+        let want = shared.config.segment_size_bytes;
+        let len = if i + 1 == count && len < want {
+            // The active segment lost its pre-allocation (a crash during creation, or a file cut
+            // short): extend it; the missing bytes read as zero, the end of the log.
+            if len > 0 {
+                tracing::warn!(
+                    segment = start,
+                    len,
+                    "extending a short last segment to {want} bytes"
+                );
+            }
+            file.set_len(want)
                 .map_err(|e| Error::io("pre-allocating a segment", e))?;
-            shared.config.segment_size_bytes
+            want
         } else {
             len
         };
@@ -316,8 +329,24 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                                 first: next,
                                 entries: Vec::new(),
                             });
-                            for _ in next..qo {
-                                rb.entries.push(CqEntry::hole(last_corrupt.unwrap_or(pos)));
+                            if qo - next > HOLES_MAX {
+                                // Far more missing queue offsets than corruption could explain:
+                                // restart the queue at this record rather than writing holes.
+                                tracing::error!(
+                                    offset = pos,
+                                    topic = v.topic(),
+                                    queue = v.queue_id(),
+                                    from = next,
+                                    to = qo,
+                                    "queue offset jumps ahead; the queue restarts here"
+                                );
+                                rb.flush()?;
+                                q.reset_at(qo)?;
+                                rb.first = qo;
+                            } else {
+                                for _ in next..qo {
+                                    rb.entries.push(CqEntry::hole(last_corrupt.unwrap_or(pos)));
+                                }
                             }
                             let hash = v.cq_tag_hash(shared.config.tag_hasher);
                             rb.entries.push(CqEntry::new(pos, v.total_size(), hash));
@@ -344,7 +373,17 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                 report.scanned_bytes += seg.end() - pos;
                 pos = seg.end();
             }
-            Ok(Slot::Empty) => break,
+            Ok(Slot::Empty) => {
+                // A zero tail too short for an end-of-segment marker: the log goes on in the
+                // next segment, if there is one.
+                let next_exists = commitlog.segment_for(seg.end()).is_some();
+                if seg.end() - pos < EOS_LEN as u64 && next_exists {
+                    report.scanned_bytes += seg.end() - pos;
+                    pos = seg.end();
+                    continue;
+                }
+                break;
+            }
             Ok(Slot::Record(_)) | Err(_) => {
                 if pos >= f {
                     break;
