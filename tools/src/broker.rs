@@ -1,4 +1,6 @@
-//! `tern broker`: run the QUIC broker over a data directory.
+//! `tern broker`: run the QUIC broker over a data directory, with the HTTP API (console,
+//! metrics) beside it and, unless `--nameserver` names others, a nameserver in-process, so a
+//! single machine needs one command.
 //!
 //! Settings come from, in rising priority: defaults, a TOML file (`--config`), the command
 //! line. On start it prints where it listens, the certificate clients must trust and whether a
@@ -65,6 +67,39 @@ pub struct BrokerArgs {
     /// Never require a token, even on a non-loopback address.
     #[arg(long)]
     pub no_token: bool,
+    /// TCP address of the HTTP API, metrics and console page [default: 127.0.0.1:7180].
+    #[arg(long, conflicts_with = "no_http")]
+    pub http: Option<SocketAddr>,
+    /// Do not serve HTTP.
+    #[arg(long)]
+    pub no_http: bool,
+    /// Nameservers to register with (comma-separated host:port). Default: run one in-process on
+    /// 127.0.0.1:9876 (or a free port if that one is taken).
+    #[arg(long, value_delimiter = ',')]
+    pub nameserver: Vec<SocketAddr>,
+    /// Cluster this broker belongs to.
+    #[arg(long, default_value = "DefaultCluster")]
+    pub cluster: String,
+    /// Broker name (brokers with the same name are a master and its slaves).
+    #[arg(long, default_value = "broker-a")]
+    pub broker_name: String,
+    /// Broker id: 0 is the master.
+    #[arg(long, default_value_t = 0)]
+    pub broker_id: u64,
+}
+
+/// Default HTTP address: loopback, port 7180.
+pub fn default_http_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7180))
+}
+
+/// An address clients can dial: an unspecified IP becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
 }
 
 /// The TOML file.
@@ -128,6 +163,8 @@ struct Resolved {
     engine: EngineConfig,
     broker: BrokerConfig,
     token_source: String,
+    /// The HTTP API requires the broker's token too.
+    http_token: Option<String>,
 }
 
 fn resolve(args: &BrokerArgs) -> anyhow::Result<Resolved> {
@@ -178,6 +215,7 @@ fn resolve(args: &BrokerArgs) -> anyhow::Result<Resolved> {
             (Some(t), format!("required, stored in {}", path.display()))
         }
     };
+    let http_token = token.clone();
     broker.token = token;
     if let Some(ms) = file.member_timeout_ms {
         broker.member_timeout = Duration::from_millis(ms);
@@ -199,10 +237,11 @@ fn resolve(args: &BrokerArgs) -> anyhow::Result<Resolved> {
         engine,
         broker,
         token_source,
+        http_token,
     })
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
+pub async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -270,11 +309,92 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             "udp buffers: receive {} B, send {} B (asked {} B)",
             buffers.recv_bytes, buffers.send_bytes, buffers.requested_bytes
         )?;
+        // HTTP beside QUIC, with the same token.
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http_task = match (args.no_http, args.http.unwrap_or_else(default_http_addr)) {
+            (true, _) => None,
+            (false, addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the HTTP address {addr}"))?;
+                let http_addr = listener.local_addr()?;
+                let opts = tern_http::HttpOptions {
+                    token: r.http_token.clone(),
+                    ..tern_http::HttpOptions::default()
+                };
+                writeln!(
+                    out,
+                    "http: http://{http_addr}/ (REST API, /metrics, console)"
+                )?;
+                let engine = engine.clone();
+                Some((
+                    http_addr,
+                    tokio::spawn(async move {
+                        tern_http::serve_with_shutdown(engine, listener, opts, async {
+                            let _ = http_stopped.await;
+                        })
+                        .await
+                    }),
+                ))
+            }
+        };
+        // Route registration: with the given nameservers, or an in-process one.
+        let embedded = if args.nameserver.is_empty() {
+            let ns = match tern_nameserver::start_embedded(tern_nameserver::limits::DEFAULT_PORT)
+                .await
+            {
+                Ok(ns) => ns,
+                Err(_) => tern_nameserver::start_embedded(0)
+                    .await
+                    .context("starting the in-process nameserver")?,
+            };
+            writeln!(out, "nameserver: {} (in-process)", ns.local_addr())?;
+            Some(ns)
+        } else {
+            None
+        };
+        let nameservers = match &embedded {
+            Some(ns) => vec![ns.local_addr()],
+            None => args.nameserver.clone(),
+        };
+        let mut reg_config = tern_nameserver::RegistrationConfig::new(
+            args.cluster.clone(),
+            args.broker_name.clone(),
+            args.broker_id,
+            reachable(broker.local_addr()),
+            nameservers.clone(),
+        );
+        reg_config.http_addr = http_task.as_ref().map(|(a, _)| reachable(*a));
+        let registration = tern_nameserver::spawn_registration(engine.clone(), reg_config);
+        writeln!(
+            out,
+            "registered as {}/{} id {} with {}",
+            args.cluster,
+            args.broker_name,
+            args.broker_id,
+            nameservers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
         out.flush()?;
         drop(out);
         let why = wait_for_stop_signal().await?;
         println!("{why}: shutting down");
+        registration.shutdown().await;
+        let _ = http_stop.send(());
+        if let Some((_, task)) = http_task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("http server stopped with an error: {e}"),
+                Err(e) => tracing::warn!("http server task failed: {e}"),
+            }
+        }
         broker.shutdown().await;
+        if let Some(ns) = embedded {
+            ns.shutdown().await;
+        }
         anyhow::Ok(())
     })?;
     drop(runtime);
@@ -313,6 +433,12 @@ mod tests {
             key: None,
             token: None,
             no_token: false,
+            http: None,
+            no_http: false,
+            nameserver: Vec::new(),
+            cluster: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
         };
         let r = resolve(&args).unwrap();
         assert_eq!(r.data, dir.path().join("d"));
@@ -334,6 +460,12 @@ mod tests {
             key: None,
             token: None,
             no_token: false,
+            http: None,
+            no_http: false,
+            nameserver: Vec::new(),
+            cluster: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
         };
         let a = resolve(&args).unwrap().broker.token.unwrap();
         let b = resolve(&args).unwrap().broker.token.unwrap();

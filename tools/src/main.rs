@@ -1,8 +1,10 @@
 //! # tern — the command-line tool
 //!
-//! One binary for everything around the engine that is not the engine itself: inspecting,
-//! verifying and repairing data directories offline (`tern segment …`) and measuring the engine
-//! against the machine's own limits (`tern bench …`).
+//! One binary for everything around the engine: running the broker (`tern broker`, with its
+//! HTTP API and an in-process nameserver) and nameservers (`tern nameserver`), producing and
+//! consuming from the command line (`tern produce`, `tern consume`), inspecting, verifying and
+//! repairing data directories offline (`tern segment …`) and measuring the engine against the
+//! machine's own limits (`tern bench …`).
 //!
 //! What it never does: write to a data directory without being asked to (`segment inspect` and
 //! `segment verify` only read; `segment repair` changes nothing without `--apply`), or take the
@@ -17,9 +19,11 @@
 //! (`tern segment inspect … | head`) is a clean exit.
 
 mod bench;
+mod bench_http;
 mod bench_quic;
 mod broker;
 mod consume;
+mod nameserver;
 mod output;
 mod produce;
 mod segment;
@@ -45,8 +49,11 @@ enum Command {
     /// Measure the machine's limits and the engine against them.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Run the QUIC broker over a data directory (Ctrl-C or SIGTERM stops it cleanly).
+    /// Run the broker: QUIC, the HTTP API and console, and (by default) an in-process
+    /// nameserver, over a data directory. Ctrl-C or SIGTERM stops it cleanly.
     Broker(broker::BrokerArgs),
+    /// Run a nameserver (route registry) that brokers register with and clients ask for routes.
+    Nameserver(nameserver::NameserverArgs),
     /// Send messages to a broker, from the arguments or stdin (one message per line).
     Produce(produce::ProduceArgs),
     /// Consume a topic as a member of a consumer group and print the messages.
@@ -67,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Segment(cmd) => segment::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Broker(args) => broker::run(args).map(|()| Outcome::Clean),
+        Command::Nameserver(args) => nameserver::run(&args).map(|()| Outcome::Clean),
         Command::Produce(args) => produce::run(args).map(|()| Outcome::Clean),
         Command::Consume(args) => consume::run(args).map(|()| Outcome::Clean),
     }

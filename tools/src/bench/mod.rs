@@ -36,6 +36,10 @@ pub enum BenchCommand {
     Schedule(time::ScheduleArgs),
     /// Put latency at a steady rate, alone and while the cleaner deletes a full expired segment.
     Cleaner(time::CleanerArgs),
+    /// The HTTP API over loopback with keep-alive: paced single sends and batch sends.
+    Http(crate::bench_http::HttpBenchArgs),
+    /// Route lookups of a nameserver holding many brokers and topics: latency and throughput.
+    Nameserver(crate::nameserver::NameserverBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +73,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<Outcome> {
         BenchCommand::Quic(args) => crate::bench_quic::run(args).map(|()| Outcome::Clean),
         BenchCommand::Schedule(args) => time::run_schedule(&args),
         BenchCommand::Cleaner(args) => time::run_cleaner(&args),
+        BenchCommand::Http(args) => crate::bench_http::run(&args).map(|()| Outcome::Clean),
+        BenchCommand::Nameserver(args) => crate::nameserver::bench(&args).map(|()| Outcome::Clean),
     }
 }
 
