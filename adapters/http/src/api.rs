@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tern_engine::{names, Filter, GetRequest, GetResult, GetStatus, Message};
-
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::arrivals::Subscription;
