@@ -73,10 +73,14 @@ pub struct BrokerArgs {
     /// Do not serve HTTP.
     #[arg(long)]
     pub no_http: bool,
-    /// Nameservers to register with (comma-separated host:port). Default: run one in-process on
-    /// 127.0.0.1:9876 (or a free port if that one is taken).
+    /// Nameservers to register with (comma-separated host:port). Default: run one in-process
+    /// (see --embedded-nameserver).
     #[arg(long, value_delimiter = ',')]
     pub nameserver: Vec<SocketAddr>,
+    /// Address of the in-process nameserver run when no --nameserver is given; if its port is
+    /// taken, a free port is used instead.
+    #[arg(long, default_value = "127.0.0.1:9876", conflicts_with = "nameserver")]
+    pub embedded_nameserver: SocketAddr,
     /// Cluster this broker belongs to.
     #[arg(long, default_value = "DefaultCluster")]
     pub cluster: String,
@@ -340,11 +344,14 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         };
         // Route registration: with the given nameservers, or an in-process one.
         let embedded = if args.nameserver.is_empty() {
-            let ns = match tern_nameserver::start_embedded(tern_nameserver::limits::DEFAULT_PORT)
-                .await
-            {
+            let start = |addr| {
+                tern_nameserver::NameServer::start(tern_nameserver::NameServerConfig::new(addr))
+            };
+            let mut fallback = args.embedded_nameserver;
+            fallback.set_port(0);
+            let ns = match start(args.embedded_nameserver).await {
                 Ok(ns) => ns,
-                Err(_) => tern_nameserver::start_embedded(0)
+                Err(_) => start(fallback)
                     .await
                     .context("starting the in-process nameserver")?,
             };
@@ -436,6 +443,7 @@ mod tests {
             http: None,
             no_http: false,
             nameserver: Vec::new(),
+            embedded_nameserver: "127.0.0.1:0".parse().unwrap(),
             cluster: "DefaultCluster".into(),
             broker_name: "broker-a".into(),
             broker_id: 0,
@@ -463,6 +471,7 @@ mod tests {
             http: None,
             no_http: false,
             nameserver: Vec::new(),
+            embedded_nameserver: "127.0.0.1:0".parse().unwrap(),
             cluster: "DefaultCluster".into(),
             broker_name: "broker-a".into(),
             broker_id: 0,

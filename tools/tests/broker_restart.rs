@@ -28,6 +28,13 @@ fn spawn_broker(data: &Path) -> BrokerProcess {
         .args(["broker", "--data"])
         .arg(data)
         .args(["--quic", "127.0.0.1:0", "--flush", "sync"])
+        // Every server of the child on a port the OS picks.
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--embedded-nameserver",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
