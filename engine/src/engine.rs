@@ -465,38 +465,25 @@ impl Engine {
         crate::cleaner::refresh_usage(&shared);
         shared.checkpoint_full(false)?;
 
-        let mut threads = Vec::new();
-        let s = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("tern-writer".into())
-                .spawn(move || s.writer_loop())
-                .map_err(|e| Error::io("spawning the writer thread", e))?,
-        );
-        let s = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("tern-flusher".into())
-                .spawn(move || s.flusher_loop())
-                .map_err(|e| Error::io("spawning the flusher thread", e))?,
-        );
-        let mut services = Vec::new();
-        if shared.config.background_services {
+        let spawn = |name: &str, run: fn(Arc<Shared>)| {
             let s = shared.clone();
-            services.push(
-                std::thread::Builder::new()
-                    .name("tern-scheduler".into())
-                    .spawn(move || s.scheduler_loop())
-                    .map_err(|e| Error::io("spawning the scheduler thread", e))?,
-            );
-            let s = shared.clone();
-            services.push(
-                std::thread::Builder::new()
-                    .name("tern-cleaner".into())
-                    .spawn(move || s.cleaner_loop())
-                    .map_err(|e| Error::io("spawning the cleaner thread", e))?,
-            );
-        }
+            std::thread::Builder::new()
+                .name(format!("tern-{name}"))
+                .spawn(move || run(s))
+                .map_err(|e| Error::io(format!("spawning the {name} thread"), e))
+        };
+        let threads = vec![
+            spawn("writer", Shared::writer_loop)?,
+            spawn("flusher", Shared::flusher_loop)?,
+        ];
+        let services = if shared.config.background_services {
+            vec![
+                spawn("scheduler", Shared::scheduler_loop)?,
+                spawn("cleaner", Shared::cleaner_loop)?,
+            ]
+        } else {
+            Vec::new()
+        };
         Ok(Engine {
             shared,
             threads: Mutex::new(threads),
