@@ -28,6 +28,9 @@ pub struct FsStorage {
     backend: WriteBackend,
 }
 
+/// Attempts to take a directory's lock, 10 ms apart, before reporting it held.
+const LOCK_ATTEMPTS: u32 = 25;
+
 /// Entries of each per-thread ring: a write linked to a sync needs two.
 const RING_ENTRIES: u32 = 8;
 
@@ -132,14 +135,23 @@ impl Storage for FsStorage {
             .create(true)
             .truncate(false)
             .open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(FileLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "lock held by another process",
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        // A lock just released can still look held for a moment: a child process forked by
+        // another thread shares our descriptors until it execs. Retry briefly (bounded) before
+        // reporting the directory as locked.
+        for attempt in 0..LOCK_ATTEMPTS {
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(FileLock { _file: file })),
+                Err(std::fs::TryLockError::WouldBlock) if attempt + 1 < LOCK_ATTEMPTS => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => break,
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
         }
+        Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "lock held by another process",
+        ))
     }
 
     fn backend_name(&self) -> &'static str {
