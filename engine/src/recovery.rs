@@ -416,12 +416,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
         commitlog.drop_from(keep_until.max(end + 1))?;
         report.removed_segments = (before - commitlog.segments().len()) as u64;
         if let Some(seg) = commitlog.segment_for(end) {
-            let rel = (end - seg.start()) as usize;
-            let tail = &seg.bytes()[rel..];
-            report.truncated_bytes = tail
-                .iter()
-                .rposition(|&b| b != 0)
-                .map_or(0, |i| i as u64 + 1);
+            report.truncated_bytes = stale_tail_len(&seg, end - seg.start())?;
             if report.truncated_bytes > 0 {
                 let ctx = || format!("zeroing the tail of {}", seg.path().display());
                 seg.file()
@@ -464,4 +459,64 @@ fn finish(
     shared.dispatched_pos.store(end, Ordering::Release);
     report.end_offset = end;
     Ok(report)
+}
+
+/// How many bytes from segment offset `rel` up to and including the last non-zero byte of the
+/// segment (0 when the rest reads as zero). Holes of a sparse segment are skipped without being
+/// read, so the unwritten tail of a 1 GiB segment costs nothing.
+fn stale_tail_len(seg: &Segment, rel: u64) -> Result<u64> {
+    let bytes = seg.bytes();
+    let len = bytes.len() as u64;
+    let mut last = None;
+    let mut at = rel;
+    while at < len {
+        let found = seg
+            .file()
+            .data_after(at)
+            .map_err(|e| Error::io(format!("looking for data in {}", seg.path().display()), e))?;
+        let Some((start, stop)) = found else { break };
+        let (start, stop) = (start.max(at), stop.min(len));
+        if start >= stop {
+            break;
+        }
+        if let Some(i) = last_nonzero(&bytes[start as usize..stop as usize]) {
+            last = Some(start + i as u64);
+        }
+        at = stop;
+    }
+    Ok(last.map_or(0, |l| l + 1 - rel))
+}
+
+/// Index of the last non-zero byte. Checks whole blocks with a branch-free OR first (which the
+/// compiler vectorises) and looks at single bytes only inside the last non-zero block.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &bytes[start..end];
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return block.iter().rposition(|&b| b != 0).map(|i| start + i);
+        }
+        end = start;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_nonzero;
+
+    #[test]
+    fn last_nonzero_finds_the_last_set_byte() {
+        assert_eq!(last_nonzero(&[]), None);
+        let mut bytes = vec![0u8; 3 * 4096 + 17];
+        assert_eq!(last_nonzero(&bytes), None);
+        for at in [0, 1, 4095, 4096, 8191, 8200, bytes.len() - 1] {
+            bytes[at] = 0x80;
+            assert_eq!(last_nonzero(&bytes), Some(at));
+        }
+        bytes[5] = 1;
+        assert_eq!(last_nonzero(&bytes), Some(bytes.len() - 1));
+    }
 }

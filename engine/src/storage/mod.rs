@@ -52,6 +52,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
     /// Map the file's current length read-only. The length must not shrink while mapped.
     fn map(&self) -> io::Result<Mapping>;
+    /// The first range at or after `from` that may hold data, as `(start, end)`; `None` when
+    /// everything from `from` on is a hole (reads as zero without being stored). Lets recovery
+    /// skip the unwritten tail of a pre-allocated segment without reading it. The default
+    /// claims everything up to the file's length may hold data, which is always correct.
+    fn data_after(&self, from: u64) -> io::Result<Option<(u64, u64)>> {
+        let len = self.len()?;
+        Ok((from < len).then_some((from, len)))
+    }
 }
 
 /// A directory tree holding the engine's files.

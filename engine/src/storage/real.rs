@@ -356,6 +356,36 @@ impl StorageFile for RealFile {
         Ok(self.file.metadata()?.len())
     }
 
+    fn data_after(&self, from: u64) -> io::Result<Option<(u64, u64)>> {
+        let len = self.len()?;
+        if from >= len {
+            return Ok(None);
+        }
+        let fd = self.file.as_raw_fd();
+        let Ok(at) = libc::off_t::try_from(from) else {
+            return Ok(None);
+        };
+        // SAFETY: lseek on a descriptor this struct owns; it only moves the file offset, which
+        // no other code of ours relies on (all I/O is positional).
+        let start = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if start < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                // No data from `from` to the end.
+                Some(libc::ENXIO) => Ok(None),
+                // A file system without SEEK_DATA: everything may be data.
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some((from, len))),
+                _ => Err(err),
+            };
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        if end < 0 {
+            return Ok(Some((start as u64, len)));
+        }
+        Ok(Some((start as u64, (end as u64).min(len))))
+    }
+
     fn map(&self) -> io::Result<Mapping> {
         if self.len()? == 0 {
             return Ok(Mapping::empty());
@@ -379,6 +409,29 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     extern "C" fn ignore_signal(_: libc::c_int) {}
+
+    /// `data_after` skips the hole of a pre-allocated file and finds data written past it.
+    #[test]
+    fn data_after_skips_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(WriteBackend::Pwrite);
+        let file = storage.open(&dir.path().join("seg"), true).unwrap();
+        file.set_len(64 << 20).unwrap();
+        file.write_at(0, &[1; 100]).unwrap();
+        let (start, end) = file.data_after(0).unwrap().expect("data at 0");
+        assert_eq!(start, 0);
+        assert!((100..64 << 20).contains(&end), "data ends at {end}");
+        // Past the first block there is nothing but hole (or, on a file system without
+        // SEEK_DATA, one range that claims the rest).
+        match file.data_after(1 << 20).unwrap() {
+            None => {}
+            Some(range) => assert_eq!(range, (1 << 20, 64 << 20)),
+        }
+        file.write_at(32 << 20, &[2; 10]).unwrap();
+        let (start, _) = file.data_after(1 << 20).unwrap().expect("data at 32 MiB");
+        assert!(start <= 32 << 20 && start >= 1 << 20, "{start}");
+        assert_eq!(file.data_after(64 << 20).unwrap(), None);
+    }
 
     /// Regression: a signal arriving while a thread waits in io_uring_enter ended the wait with
     /// no completion posted, and `sync_data` reported "missing completion" as an I/O error.
