@@ -889,17 +889,17 @@ impl Shared {
             .iter()
             .map(|m| crate::schedule::stage(self, m, now))
             .collect::<Result<Vec<_>>>()?;
-        self.put_staged(&staged)
+        self.put_staged(&staged, now)
     }
 
     /// Sequence already-routed messages.
-    pub(crate) fn put_staged(&self, staged: &[Staged<'_>]) -> Result<Vec<PutResult>> {
+    pub(crate) fn put_staged(&self, staged: &[Staged<'_>], now: u64) -> Result<Vec<PutResult>> {
         let mut queues = Vec::with_capacity(staged.len());
         for st in staged {
             queues.push(self.check_staged(st)?);
         }
         let mut results = Vec::with_capacity(staged.len());
-        self.append(staged, &queues, |r| results.push(r))?;
+        self.append(staged, &queues, now, |r| results.push(r))?;
         if let Some(last) = results.last() {
             self.wait_if_sync(last)?;
         }
@@ -909,12 +909,14 @@ impl Shared {
     /// One message, without allocating (the common put).
     pub(crate) fn put_one(&self, msg: &Message) -> Result<PutResult> {
         self.check_disk()?;
-        let st = crate::schedule::stage(self, msg, self.clock.now_ms())?;
+        let now = self.clock.now_ms();
+        let st = crate::schedule::stage(self, msg, now)?;
         let queue = self.check_staged(&st)?;
         let mut result = None;
         self.append(
             std::slice::from_ref(&st),
             std::slice::from_ref(&queue),
+            now,
             |r| result = Some(r),
         )?;
         let result = result.expect("append reports every message");
@@ -1089,6 +1091,7 @@ impl Shared {
         &self,
         staged: &[Staged<'_>],
         queues: &[Arc<ConsumeQueue>],
+        now: u64,
         mut out: impl FnMut(PutResult),
     ) -> Result<()> {
         let mut app = self.appender.lock();
@@ -1123,7 +1126,9 @@ impl Shared {
                 app.segment_end += self.config.segment_size_bytes;
             }
             // Store timestamps never decrease along the commitlog (expiry relies on it).
-            let now = self.clock.now_ms().max(app.last_store_ms);
+            // `now` was read before the lock (one clock read per put or batch); never before
+            // the previous store time.
+            let now = now.max(app.last_store_ms);
             app.last_store_ms = now;
             let deliver_at_ms = match st.deliver {
                 Deliver::Now => 0,
@@ -1160,7 +1165,8 @@ impl Shared {
                 properties: &msg.properties,
                 body: &msg.body,
             };
-            let written = record::encode_into(&mut app.buf, &fields);
+            // Sealed (CRC filled in) by the writer thread before the write.
+            let written = record::encode_unsealed_into(&mut app.buf, &fields);
             assert_eq!(written, size);
             queue.next_offset.store(queue_offset + 1, Ordering::Relaxed);
             app.next_offset += size as u64;
@@ -1264,6 +1270,10 @@ impl Shared {
                     return;
                 }
                 continue;
+            }
+            for d in &dispatch {
+                let at = (d.entry.commitlog_offset.get() - start) as usize;
+                record::seal(&mut spare[at..at + d.entry.size.get() as usize]);
             }
             let linked_sync = self.config.flush_mode == FlushMode::Sync;
             if let Err(e) = self.write_batch(start, &spare, linked_sync) {

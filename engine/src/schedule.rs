@@ -409,7 +409,7 @@ impl Scheduler {
                     flags: v.flags() & !flags::SCHEDULED,
                     deliver: Deliver::At(v.deliver_at_ms()),
                 };
-                let r = shared.put_staged(std::slice::from_ref(&staged))?;
+                let r = shared.put_staged(std::slice::from_ref(&staged), shared.clock.now_ms())?;
                 level.next += 1;
                 level
                     .inflight
@@ -525,7 +525,7 @@ impl Scheduler {
                 flags: 0,
                 deliver: Deliver::At(deliver_at),
             };
-            let r = shared.put_staged(std::slice::from_ref(&staged))?;
+            let r = shared.put_staged(std::slice::from_ref(&staged), shared.clock.now_ms())?;
             w.inflight
                 .push_back((deliver_at, r[0].commitlog_offset + u64::from(r[0].size)));
             delivered += 1;

@@ -484,6 +484,24 @@ pub fn encoded_len(fields: &RecordFields<'_>) -> usize {
 /// Panics if a length exceeds its field's width: callers validate input first (an invariant, not
 /// input handling).
 pub fn encode_into(out: &mut Vec<u8>, fields: &RecordFields<'_>) -> usize {
+    let start = out.len();
+    let total = encode_unsealed_into(out, fields);
+    seal(&mut out[start..]);
+    total
+}
+
+/// Fill in the CRC of one encoded record (`record` is exactly the record's bytes).
+///
+/// The engine encodes under its append lock with the CRC left zero and seals on the writer
+/// thread, so the put path does not pay for the checksum.
+pub fn seal(record: &mut [u8]) {
+    let crc = crc32c::crc32c(&record[CRC_START..]);
+    record[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Like [`encode_into`], but the CRC field is left zero: the record must go through [`seal`]
+/// before anyone may read it.
+pub fn encode_unsealed_into(out: &mut Vec<u8>, fields: &RecordFields<'_>) -> usize {
     let total = encoded_len(fields);
     let keys_len = keys_section_len(fields.keys);
     let props_len = properties_section_len(fields.properties);
@@ -533,8 +551,6 @@ pub fn encode_into(out: &mut Vec<u8>, fields: &RecordFields<'_>) -> usize {
     }
     out.extend_from_slice(fields.body);
     assert_eq!(out.len() - start, total);
-    let crc = crc32c::crc32c(&out[start + CRC_START..]);
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     total
 }
 
