@@ -188,6 +188,8 @@ pub(crate) struct Shared {
     /// Last measured disk use ratio (f64 bits).
     pub(crate) disk_used_bits: AtomicU64,
     pub(crate) scheduler: std::sync::OnceLock<crate::schedule::Scheduler>,
+    /// Zero-fills ahead of the writer, when enabled (set once after recovery).
+    filler: std::sync::OnceLock<crate::prefill::Filler>,
     max_reconsume: Mutex<HashMap<String, u32>>,
     /// Scheduler and cleaner threads: stop flag and wake-up.
     services_stop: Mutex<bool>,
@@ -404,6 +406,7 @@ impl Engine {
             disk_full: AtomicBool::new(false),
             disk_used_bits: AtomicU64::new(0),
             scheduler: std::sync::OnceLock::new(),
+            filler: std::sync::OnceLock::new(),
             max_reconsume: Mutex::new(HashMap::new()),
             services_stop: Mutex::new(false),
             services_cv: Condvar::new(),
@@ -447,6 +450,13 @@ impl Engine {
                 }
             }
         }
+        if shared.config.prefill.enabled(shared.config.flush_mode) {
+            let pos = shared.appender.lock().next_offset;
+            let filler = crate::prefill::Filler::new(pos, shared.config.segment_size_bytes);
+            if shared.filler.set(filler).is_err() {
+                unreachable!("the filler is set once, here");
+            }
+        }
         *shared.checkpoint_seq.lock() = report.checkpoint_sequence;
         let clog_min = shared.commitlog.min_offset().unwrap_or(report.end_offset);
         let queues: Vec<Arc<ConsumeQueue>> = shared
@@ -472,10 +482,17 @@ impl Engine {
                 .spawn(move || run(s))
                 .map_err(|e| Error::io(format!("spawning the {name} thread"), e))
         };
-        let threads = vec![
+        let mut threads = vec![
             spawn("writer", Shared::writer_loop)?,
             spawn("flusher", Shared::flusher_loop)?,
         ];
+        if shared.filler.get().is_some() {
+            threads.push(spawn("prefill", |s: Arc<Shared>| {
+                if let Some(f) = s.filler.get() {
+                    f.run(&s);
+                }
+            })?);
+        }
         let services = if shared.config.background_services {
             vec![
                 spawn("scheduler", Shared::scheduler_loop)?,
@@ -860,6 +877,9 @@ impl Engine {
         {
             *shared.flusher_lock.lock() = true;
             shared.flusher_cv.notify_all();
+        }
+        if let Some(f) = shared.filler.get() {
+            f.stop();
         }
         for t in self.threads.lock().drain(..) {
             let _joined = t.join();
@@ -1295,6 +1315,9 @@ impl Shared {
     /// Write `bytes` (commitlog offsets `start..`) to their segments; sync when asked.
     fn write_batch(&self, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
         let end = start + bytes.len() as u64;
+        if let Some(f) = self.filler.get() {
+            f.claim(start, end);
+        }
         let mut at = start;
         let mut touched = Vec::new();
         while at < end {

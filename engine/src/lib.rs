@@ -39,6 +39,7 @@ pub mod format;
 pub mod limits;
 pub mod message;
 pub mod names;
+mod prefill;
 pub mod recovery;
 pub mod schedule;
 pub mod storage;
@@ -46,7 +47,7 @@ pub mod tag;
 
 pub use cleaner::{CleanReport, DiskUsage, FixedUsage, StatvfsUsage};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{EngineConfig, FlushMode};
+pub use config::{EngineConfig, FlushMode, Prefill};
 pub use engine::{ArrivalListener, Engine, EngineStats, GetRequest, StatsSnapshot};
 pub use error::{Error, Result};
 pub use message::{GetResult, GetStatus, Message, PutResult, StoredMessage};

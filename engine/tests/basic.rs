@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use tern_engine::{
-    Engine, EngineConfig, Error, FlushMode, GetRequest, GetStatus, Message, SimStorage, Storage,
-    WriteBackend,
+    Engine, EngineConfig, Error, FlushMode, GetRequest, GetStatus, Message, Prefill, SimStorage,
+    Storage, WriteBackend,
 };
 
 fn small_config(dir: &std::path::Path) -> EngineConfig {
@@ -101,6 +101,19 @@ fn put_get_roundtrip_pwrite_sync() {
     c.backend = WriteBackend::Pwrite;
     c.flush_mode = FlushMode::Sync;
     put_get_roundtrip(c, None);
+}
+
+/// Zero-filling ahead of an async writer that runs flat out (they race for the same segment
+/// tail); sync mode with io_uring zero-fills by default, which `pwrite_sync` above covers too.
+#[test]
+fn put_get_roundtrip_prefill_racing_the_writer() {
+    for flush_mode in [FlushMode::Async, FlushMode::Sync] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = small_config(dir.path());
+        c.prefill = Prefill::On;
+        c.flush_mode = flush_mode;
+        put_get_roundtrip(c, None);
+    }
 }
 
 #[test]

@@ -56,6 +56,20 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// everything from `from` on is a hole (reads as zero without being stored). Lets recovery
     /// skip the unwritten tail of a pre-allocated segment without reading it. The default
     /// claims everything up to the file's length may hold data, which is always correct.
+    /// Write zeros over `[offset, offset + len)` and make them durable, so later writes there
+    /// overwrite allocated blocks and their fdatasync need not commit an allocation. The caller
+    /// guarantees no one else writes that range meanwhile. The default writes through
+    /// [`StorageFile::write_at`]; the real file system uses `O_DIRECT`, leaving no dirty pages.
+    fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; len.min(1 << 20) as usize];
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(zeros.len() as u64) as usize;
+            self.write_at(at, &zeros[..n])?;
+            at += n as u64;
+        }
+        self.sync_data()
+    }
     fn data_after(&self, from: u64) -> io::Result<Option<(u64, u64)>> {
         let len = self.len()?;
         Ok((from < len).then_some((from, len)))

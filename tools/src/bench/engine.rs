@@ -31,7 +31,7 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tern_engine::{Engine, EngineConfig, FlushMode, GetRequest, Message, WriteBackend};
+use tern_engine::{Engine, EngineConfig, FlushMode, GetRequest, Message, Prefill, WriteBackend};
 
 use super::hist::{new_histogram, percentile_curve, record, LatencySummary};
 use super::plot::{self, Curve};
@@ -69,6 +69,17 @@ pub enum BackendArg {
     Pwrite,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefillArg {
+    /// On in sync flush mode, off in async mode.
+    Auto,
+    /// Always zero-fill ahead of the writer.
+    On,
+    /// Never: segments stay sparse until written.
+    Off,
+}
+
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct EngineArgs {
     /// Directory to run in: a fresh sub-directory tern-bench-<pid> is created and removed.
@@ -85,6 +96,9 @@ pub struct EngineArgs {
     /// Write backend of the engine.
     #[arg(long, value_enum, default_value_t = BackendArg::IoUring)]
     pub backend: BackendArg,
+    /// Zero-fill the active segment ahead of the writer: auto = in sync mode only.
+    #[arg(long, value_enum, default_value_t = PrefillArg::Auto)]
+    pub prefill: PrefillArg,
     /// How long to put (e.g. 5s, 500ms). Default 5s unless --count is given.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -385,8 +399,19 @@ fn engine_config(args: &EngineArgs, dir: &Path) -> EngineConfig {
         BackendArg::IoUring => WriteBackend::IoUring,
         BackendArg::Pwrite => WriteBackend::Pwrite,
     };
+    config.prefill = match args.prefill {
+        PrefillArg::Auto => Prefill::Auto,
+        PrefillArg::On => Prefill::On,
+        PrefillArg::Off => Prefill::Off,
+    };
     config.default_queue_count = args.queues;
     config
+}
+
+/// Whether the engine zero-fills ahead of the writer in this run.
+fn prefill_active(args: &EngineArgs) -> bool {
+    let config = engine_config(args, Path::new(""));
+    config.prefill.enabled(config.flush_mode)
 }
 
 fn run_engine_phases(
@@ -406,6 +431,8 @@ fn run_engine_phases(
         "checkpoint_interval_ms": config.checkpoint_interval_ms,
         "write_buffer_bytes": config.write_buffer_bytes,
         "backend_requested": format!("{:?}", config.backend),
+        "prefill": format!("{:?}", config.prefill),
+        "prefill_active": config.prefill.enabled(config.flush_mode),
     });
     let engine = Arc::new(
         Engine::open(config.clone())
@@ -983,8 +1010,14 @@ fn print_engine(
 ) -> std::io::Result<()> {
     writeln!(
         out,
-        "engine: {} B messages, {} writer thread(s), batch {}, {} queue(s), flush {:?}, backend {}",
-        args.message_size, args.threads, args.batch, args.queues, args.flush, p.backend_used
+        "engine: {} B messages, {} writer thread(s), batch {}, {} queue(s), flush {:?}, backend {}, prefill {}",
+        args.message_size,
+        args.threads,
+        args.batch,
+        args.queues,
+        args.flush,
+        p.backend_used,
+        if prefill_active(args) { "on" } else { "off" }
     )?;
     writeln!(
         out,
