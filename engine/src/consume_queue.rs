@@ -9,7 +9,7 @@
 //! * files are pre-allocated to `entries_per_file × 20` bytes; unwritten entries read as zero.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -63,6 +63,10 @@ pub struct ConsumeQueue {
     min_offset: AtomicU64,
     /// Set when a file was written since the last sync.
     dirty: AtomicBool,
+    /// The appender's write batch this queue was last listed in (batch number + 1), and its slot
+    /// in that batch's queue table. Touched only under the appender lock.
+    pub(crate) batch_mark: AtomicU64,
+    pub(crate) batch_slot: AtomicU32,
 }
 
 impl ConsumeQueue {
@@ -141,6 +145,8 @@ impl ConsumeQueue {
             max_offset: AtomicU64::new(0),
             min_offset: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
+            batch_mark: AtomicU64::new(0),
+            batch_slot: AtomicU32::new(0),
         })
     }
 

@@ -51,7 +51,9 @@ pub(crate) struct Topic {
 
 /// A consume-queue entry waiting for its record to be written (or synced).
 struct Dispatch {
-    queue: Arc<ConsumeQueue>,
+    /// Index into the batch's queue table (`Appender::dispatch_queues`): no reference count is
+    /// touched per message, so the put and writer threads do not bounce a cache line.
+    slot: u32,
     index: u64,
     entry: CqEntry,
 }
@@ -66,6 +68,10 @@ struct Appender {
     buf: Vec<u8>,
     buf_start: u64,
     dispatch: Vec<Dispatch>,
+    /// The queues `dispatch` refers to, each once.
+    dispatch_queues: Vec<Arc<ConsumeQueue>>,
+    /// Number of the batch being filled (bumped when the writer takes it).
+    batch_no: u64,
     /// The writer is waiting for work.
     writer_idle: bool,
     /// Putters waiting for buffer space.
@@ -247,8 +253,9 @@ fn offsets_path(config: &EngineConfig) -> PathBuf {
     config.data_dir.join("config").join("consumer_offsets.json")
 }
 
+/// Everything but the topic name, which is checked when a put names a topic that does not exist
+/// yet (every existing topic passed that check).
 fn validate_message(msg: &Message, body_bytes_max: u32) -> Result<()> {
-    names::check_any_topic(&msg.topic)?;
     if msg.body.len() > body_bytes_max as usize {
         return Err(Error::invalid(
             format!("body of {} bytes", msg.body.len()),
@@ -379,6 +386,8 @@ impl Engine {
                 buf: Vec::with_capacity(config.write_buffer_bytes + RECORD_BYTES_MAX as usize / 64),
                 buf_start: 0,
                 dispatch: Vec::new(),
+                dispatch_queues: Vec::new(),
+                batch_no: 0,
                 writer_idle: false,
                 putters_waiting: 0,
                 closing: false,
@@ -1062,6 +1071,10 @@ impl Shared {
 
     pub(crate) fn queue_for_put(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
         match self.queue(topic, queue_id) {
+            Err(Error::TopicNotFound { .. }) => names::check_any_topic(topic)?,
+            other => return other,
+        }
+        match self.queue(topic, queue_id) {
             Err(Error::TopicNotFound { .. })
                 if self.config.auto_create_topics || topic.starts_with('%') =>
             {
@@ -1195,8 +1208,18 @@ impl Shared {
             } else {
                 (self.config.tag_hasher)(msg.tag.as_bytes())
             };
+            let mark = app.batch_no + 1;
+            let slot = if queue.batch_mark.load(Ordering::Relaxed) == mark {
+                queue.batch_slot.load(Ordering::Relaxed)
+            } else {
+                let slot = app.dispatch_queues.len() as u32;
+                app.dispatch_queues.push(queue.clone());
+                queue.batch_mark.store(mark, Ordering::Relaxed);
+                queue.batch_slot.store(slot, Ordering::Relaxed);
+                slot
+            };
             app.dispatch.push(Dispatch {
-                queue: queue.clone(),
+                slot,
                 index: queue_offset,
                 entry: CqEntry::new(commitlog_offset, size as u32, tag_hash),
             });
@@ -1265,6 +1288,7 @@ impl Shared {
     fn writer_loop(self: Arc<Self>) {
         let mut spare: Vec<u8> = Vec::with_capacity(self.config.write_buffer_bytes);
         let mut dispatch: Vec<Dispatch> = Vec::new();
+        let mut dispatch_queues: Vec<Arc<ConsumeQueue>> = Vec::new();
         loop {
             let (start, sync_now, closing) = {
                 let mut app = self.appender.lock();
@@ -1276,6 +1300,8 @@ impl Shared {
                 let start = app.buf_start;
                 std::mem::swap(&mut app.buf, &mut spare);
                 std::mem::swap(&mut app.dispatch, &mut dispatch);
+                std::mem::swap(&mut app.dispatch_queues, &mut dispatch_queues);
+                app.batch_no += 1;
                 app.buf_start = start + spare.len() as u64;
                 let flush = std::mem::take(&mut app.flush_requested);
                 if app.putters_waiting > 0 {
@@ -1286,6 +1312,7 @@ impl Shared {
             if self.failed_flag.load(Ordering::Acquire) {
                 spare.clear();
                 dispatch.clear();
+                dispatch_queues.clear();
                 if closing {
                     return;
                 }
@@ -1302,10 +1329,11 @@ impl Shared {
                 // sync_commitlog already stopped appends; nothing is published.
             } else {
                 let end = start + spare.len() as u64;
-                self.dispatch(&mut dispatch, end);
+                self.dispatch(&dispatch, &dispatch_queues, end);
             }
             spare.clear();
             dispatch.clear();
+            dispatch_queues.clear();
             if closing && self.appender.lock().buf.is_empty() {
                 return;
             }
@@ -1373,24 +1401,27 @@ impl Shared {
     }
 
     /// Write the consume-queue entries of a written (or synced) batch and publish them.
-    fn dispatch(&self, batch: &mut [Dispatch], end: u64) {
-        // Group consecutive entries per queue; within a queue indices are dense and increasing.
-        let mut runs: Vec<(Arc<ConsumeQueue>, u64, Vec<CqEntry>)> = Vec::new();
-        let mut slot_of: HashMap<*const ConsumeQueue, usize> = HashMap::new();
-        for d in batch.iter() {
-            let key = Arc::as_ptr(&d.queue);
-            let i = *slot_of.entry(key).or_insert_with(|| {
-                runs.push((d.queue.clone(), d.index, Vec::new()));
-                runs.len() - 1
-            });
-            let run = &mut runs[i];
+    fn dispatch(&self, batch: &[Dispatch], queues: &[Arc<ConsumeQueue>], end: u64) {
+        // Group entries per queue; within a queue indices are dense and increasing.
+        let mut runs: Vec<(u64, Vec<CqEntry>)> = vec![(0, Vec::new()); queues.len()];
+        for d in batch {
+            let run = &mut runs[d.slot as usize];
+            if run.1.is_empty() {
+                run.0 = d.index;
+            }
             assert_eq!(
-                run.1 + run.2.len() as u64,
+                run.0 + run.1.len() as u64,
                 d.index,
                 "queue offsets must be dense"
             );
-            run.2.push(d.entry);
+            run.1.push(d.entry);
         }
+        let runs: Vec<(&Arc<ConsumeQueue>, u64, Vec<CqEntry>)> = queues
+            .iter()
+            .zip(runs)
+            .filter(|(_, (_, entries))| !entries.is_empty())
+            .map(|(q, (first, entries))| (q, first, entries))
+            .collect();
         for (queue, first, entries) in &runs {
             if let Err(e) = queue.write_entries(*first, entries) {
                 self.fail(&e);
