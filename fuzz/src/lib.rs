@@ -12,6 +12,10 @@
 //! slot) before the bytes reach the code under test, so the fuzzer can explore what lies behind
 //! the checksum too.
 //!
+//! Two targets feed the adapters rather than the engine: `quic_frame_decode` (the QUIC
+//! broker's frame and body decoders) and `http_request` (requests through the HTTP adapter's
+//! router, in process).
+//!
 //! What this crate never does: change the engine. A finding becomes a named file under
 //! `regressions/<target>/` and a report to the engine's owner.
 
@@ -20,6 +24,8 @@
 pub mod cq_entry_decode;
 pub mod engine_recover;
 pub mod fixup;
+pub mod http_request;
+pub mod quic_frame_decode;
 pub mod record_decode;
 pub mod tag_expression;
 
@@ -32,4 +38,6 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("cq_entry_decode", cq_entry_decode::run),
     ("tag_expression", tag_expression::run),
     ("engine_recover", engine_recover::run),
+    ("quic_frame_decode", quic_frame_decode::run),
+    ("http_request", http_request::run),
 ];
