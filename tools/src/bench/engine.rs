@@ -116,8 +116,10 @@ pub struct EngineArgs {
     /// through the tags in proportion to their weights.
     #[arg(long, default_value = "TagA")]
     pub tags: String,
-    /// Delay-level mix (e.g. "0=9,3=1"). Accepted and recorded, but a no-op until delayed
-    /// messages exist in the engine (the delay issue): every message is put without delay.
+    /// Delay-level mix: LEVEL or LEVEL=WEIGHT, level 0 = no delay, 1..=18 the delay levels
+    /// (1 s … 2 h); e.g. "0=9,3=1" delays every tenth message by 10 s. Delayed messages are
+    /// stored in %SCHEDULE% first; the end-to-end reader and the recovery count only the
+    /// undelayed ones.
     #[arg(long)]
     pub delay_mix: Option<String>,
     /// Commitlog segment size.
@@ -174,6 +176,8 @@ fn parse_weighted(text: &str, what: &str) -> anyhow::Result<Vec<(String, u32)>> 
 
 /// What one writer thread measured.
 struct WriterResult {
+    /// Of `messages`, those put with a delay level.
+    delayed: u64,
     put: Histogram<u64>,
     batch: Histogram<u64>,
     messages: u64,
@@ -192,6 +196,8 @@ struct StatsDelta {
 #[derive(Debug, Clone, Serialize)]
 struct PutReport {
     messages: u64,
+    /// Of `messages`, those put with a delay level (stored in %SCHEDULE% first).
+    delayed_messages: u64,
     payload_bytes: u64,
     /// From the first put to the return of the last one.
     elapsed_s: f64,
@@ -247,15 +253,10 @@ pub fn run(args: &EngineArgs) -> anyhow::Result<Outcome> {
     validate(args)?;
     let tags = parse_weighted(&args.tags, "--tags")?;
     let delay_mix = match &args.delay_mix {
-        Some(text) => {
-            let mix = parse_weighted(text, "--delay-mix")?;
-            eprintln!(
-                "note: --delay-mix is recorded but not applied: the engine has no delayed messages yet"
-            );
-            Some(mix)
-        }
+        Some(text) => Some(parse_weighted(text, "--delay-mix")?),
         None => None,
     };
+    delay_cycle(args)?;
     let progress = Progress::new(false);
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
@@ -315,7 +316,7 @@ pub fn run(args: &EngineArgs) -> anyhow::Result<Outcome> {
                 "args": args,
                 "tags": tags,
                 "delay_mix": delay_mix,
-                "delay_mix_applied": false,
+                "delay_mix_applied": delay_mix.is_some(),
                 "engine": config,
                 "machine": machine_facts(),
             },
@@ -456,12 +457,32 @@ fn run_engine_phases(
         Some(recovery_phase(
             &config,
             args.queues,
-            puts.messages,
+            puts.messages - puts.delayed_messages,
             progress,
         )?)
     };
     curves.retain(|c| !c.points.is_empty());
     Ok((puts, reads, recovery, timeline, curves, config_json))
+}
+
+/// The delay level of message i is `cycle[i % len]` (empty: no delays).
+fn delay_cycle(args: &EngineArgs) -> anyhow::Result<Vec<u8>> {
+    let Some(text) = &args.delay_mix else {
+        return Ok(Vec::new());
+    };
+    let levels = EngineConfig::new("").delay_levels_ms.len();
+    let mut cycle = Vec::new();
+    for (name, weight) in parse_weighted(text, "--delay-mix")? {
+        let level = name
+            .parse::<u8>()
+            .ok()
+            .filter(|l| usize::from(*l) <= levels)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--delay-mix {name:?}: a level must be 0 (no delay) to {levels}")
+            })?;
+        cycle.extend(std::iter::repeat_n(level, weight as usize));
+    }
+    Ok(cycle)
 }
 
 fn now_ns(start: Instant) -> u64 {
@@ -477,6 +498,7 @@ fn writer_thread(
     thread: usize,
     args: &EngineArgs,
     cycle: &[String],
+    delays: &[u8],
     quota: u64,
     stop: &AtomicBool,
     start: Instant,
@@ -488,6 +510,7 @@ fn writer_thread(
         .map(|_| Message::new(TOPIC, 0, String::with_capacity(64), vec![b'x'; size]))
         .collect();
     let mut sent = 0u64;
+    let mut delayed = 0u64;
     let mut error = None;
     while sent < quota && !stop.load(Ordering::Relaxed) {
         let n = (args.batch as u64).min(quota - sent) as usize;
@@ -499,6 +522,10 @@ fn writer_thread(
             if msg.tag != *tag {
                 msg.tag.clear();
                 msg.tag.push_str(tag);
+            }
+            if !delays.is_empty() {
+                msg.delay_level = delays[i % delays.len()];
+                delayed += u64::from(msg.delay_level > 0);
             }
             let k = size.min(8);
             msg.body[..k].copy_from_slice(&stamp[..k]);
@@ -522,6 +549,7 @@ fn writer_thread(
         put: put_h,
         batch: batch_h,
         messages: sent,
+        delayed,
         error,
     }
 }
@@ -608,6 +636,7 @@ fn put_phase(
     };
     let total = args.count.unwrap_or(u64::MAX);
     let threads = args.threads as u64;
+    let delays = delay_cycle(args)?;
     let stop = AtomicBool::new(false);
     let readers_done = AtomicBool::new(false);
     let expected = AtomicU64::new(u64::MAX);
@@ -641,10 +670,10 @@ fn put_phase(
                 total / threads + u64::from((t as u64) < total % threads)
             };
             let tx = tx.clone();
-            let (cycle, stop) = (&cycle, &stop);
+            let (cycle, delays, stop) = (&cycle, &delays, &stop);
             let engine = &**engine;
             s.spawn(move || {
-                let r = writer_thread(engine, t, args, cycle, quota, stop, start);
+                let r = writer_thread(engine, t, args, cycle, delays, quota, stop, start);
                 // The receiver outlives every writer (it is drained below).
                 let _sent = tx.send(r);
             });
@@ -677,7 +706,8 @@ fn put_phase(
         }
         let put_end = start.elapsed();
         stop.store(true, Ordering::Relaxed);
-        let messages: u64 = results.iter().map(|r| r.messages).sum();
+        // Delayed messages reach the benchmark topic only when due.
+        let messages: u64 = results.iter().map(|r| r.messages - r.delayed).sum();
         let flushed = engine.flush();
         let flush_end = start.elapsed();
         let e2e = reader.map(|handle| {
@@ -694,6 +724,7 @@ fn put_phase(
     let mut batch_h = new_histogram();
     let mut errors = Vec::new();
     let mut messages = 0;
+    let mut delayed = 0;
     for r in &results {
         put_h
             .add(&r.put)
@@ -702,6 +733,7 @@ fn put_phase(
             .add(&r.batch)
             .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
         messages += r.messages;
+        delayed += r.delayed;
         errors.extend(r.error.clone());
     }
     if let Err(e) = flushed {
@@ -736,6 +768,7 @@ fn put_phase(
     }
     let report = PutReport {
         messages,
+        delayed_messages: delayed,
         payload_bytes: payload,
         elapsed_s: elapsed,
         elapsed_with_flush_s: flush_end.as_secs_f64(),
@@ -1029,6 +1062,13 @@ fn print_engine(
         fmt_rate(p.commitlog_bytes_per_s),
         p.elapsed_with_flush_s
     )?;
+    if p.delayed_messages > 0 {
+        writeln!(
+            out,
+            "  of which delayed: {} (stored in %SCHEDULE% until due)",
+            p.delayed_messages
+        )?;
+    }
     writeln!(out, "  latency per put:   {}", p.put.line())?;
     writeln!(out, "  latency per batch: {}", p.batch.line())?;
     match &p.e2e {
@@ -1062,7 +1102,7 @@ fn print_engine(
     if let Some(r) = recovery {
         writeln!(
             out,
-            "  recovery without checkpoint: {} in {:.3} s: {} ({} of {} messages back)",
+            "  recovery without checkpoint: {} in {:.3} s: {} ({} of {} undelayed messages back; delayed ones already due count too)",
             fmt_bytes(r.scanned_bytes),
             r.open_s,
             fmt_rate(r.bytes_per_s),
