@@ -81,6 +81,10 @@ struct Appender {
     flush_requested: bool,
     /// Store timestamp of the last record (store timestamps never decrease).
     last_store_ms: u64,
+    /// Messages and record bytes put: plain counters under the lock (an atomic add per put
+    /// would drain the store buffer right after the record's copy).
+    puts: u64,
+    put_bytes: u64,
 }
 
 /// When a staged message is due.
@@ -105,9 +109,10 @@ pub(crate) struct Staged<'a> {
 /// Counters for benchmarks and metrics.
 #[derive(Debug, Default)]
 pub struct EngineStats {
-    /// Messages put.
+    /// Messages put (published by the writer thread for each batch it takes; `Engine::stats` is
+    /// exact).
     pub puts: AtomicU64,
-    /// Record bytes put.
+    /// Record bytes put (as `puts`).
     pub put_bytes: AtomicU64,
     /// Writes submitted by the writer thread (one per buffer swap and segment).
     pub writes: AtomicU64,
@@ -393,6 +398,8 @@ impl Engine {
                 closing: false,
                 flush_requested: false,
                 last_store_ms: 0,
+                puts: 0,
+                put_bytes: 0,
             }),
             appender_cv: Condvar::new(),
             space_cv: Condvar::new(),
@@ -533,9 +540,13 @@ impl Engine {
     /// Counters.
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.shared.stats;
+        let (puts, put_bytes) = {
+            let app = self.shared.appender.lock();
+            (app.puts, app.put_bytes)
+        };
         StatsSnapshot {
-            puts: s.puts.load(Ordering::Relaxed),
-            put_bytes: s.put_bytes.load(Ordering::Relaxed),
+            puts,
+            put_bytes,
             writes: s.writes.load(Ordering::Relaxed),
             commitlog_syncs: s.commitlog_syncs.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
@@ -1231,10 +1242,8 @@ impl Shared {
                 message_id,
                 store_timestamp_ms: now,
             });
-            self.stats.puts.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .put_bytes
-                .fetch_add(size as u64, Ordering::Relaxed);
+            app.puts += 1;
+            app.put_bytes += size as u64;
         }
         if app.writer_idle {
             app.writer_idle = false;
@@ -1302,6 +1311,8 @@ impl Shared {
                 std::mem::swap(&mut app.dispatch, &mut dispatch);
                 std::mem::swap(&mut app.dispatch_queues, &mut dispatch_queues);
                 app.batch_no += 1;
+                self.stats.puts.store(app.puts, Ordering::Relaxed);
+                self.stats.put_bytes.store(app.put_bytes, Ordering::Relaxed);
                 app.buf_start = start + spare.len() as u64;
                 let flush = std::mem::take(&mut app.flush_requested);
                 if app.putters_waiting > 0 {
