@@ -94,3 +94,8 @@ pub const CLEANER_INTERVAL_MS_DEFAULT: u64 = 10_000;
 pub const TIMER_SLOT_MS: u64 = 1_000;
 /// Most due messages one scheduler round delivers (bounds a round's work).
 pub const SCHEDULER_ROUND_MAX: usize = 4_096;
+
+/// Largest queue offset a record may carry (2^59: 18,000 years at a million messages a second).
+/// The byte position of an entry, `queue_offset × 20`, must fit in the 20-digit file names of
+/// the consume queue; recovery treats a record beyond this as corrupt.
+pub const QUEUE_OFFSET_MAX: u64 = 1 << 59;

@@ -42,6 +42,7 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::format::cq::CqEntry;
 use crate::format::record::{self, Slot, EOS_LEN, RECORD_MAGIC};
+use crate::limits::QUEUE_OFFSET_MAX;
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -313,7 +314,16 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                     Some(q) => {
                         let next = q.next_offset.load(Ordering::Relaxed);
                         let qo = v.queue_offset();
-                        if qo < next {
+                        if qo > QUEUE_OFFSET_MAX {
+                            report.corrupt_records += 1;
+                            tracing::error!(
+                                offset = pos,
+                                topic = v.topic(),
+                                queue = v.queue_id(),
+                                queue_offset = qo,
+                                "record claims a queue offset beyond QUEUE_OFFSET_MAX; not indexed"
+                            );
+                        } else if qo < next {
                             report.corrupt_records += 1;
                             tracing::error!(
                                 offset = pos,

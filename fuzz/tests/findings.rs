@@ -1,4 +1,4 @@
-//! Engine bugs found by fuzzing (F1–F3), fixed, and kept as named regression tests.
+//! Engine bugs found by fuzzing (F1–F4), fixed, and kept as named regression tests.
 
 use std::sync::Arc;
 
@@ -111,6 +111,28 @@ fn recovery_work_is_bounded_by_a_huge_queue_offset() {
         created < 64,
         "recovering one record created {created} files (consume-queue holes for its queue offset)"
     );
+}
+
+/// F4. One CRC-valid record whose queue offset is close to 2^64 (fuzzer artifact
+/// crash-c4551880…, minimised by hand to this). After F1's fix recovery restarts the queue at
+/// that offset and its consume-queue file name, `queue_offset × 20`, overflowed: "attempt to
+/// multiply with overflow" in `ConsumeQueue::create_file`. Now a queue offset above
+/// `QUEUE_OFFSET_MAX` (2^59) marks the record corrupt: reported, skipped, never indexed.
+#[test]
+fn recovery_survives_a_queue_offset_near_u64_max() {
+    for queue_offset in [u64::MAX, u64::MAX / 20 + 1, (1 << 59) + 1] {
+        let input = Input {
+            segment: record_with_queue_offset(queue_offset),
+            ..Input::default()
+        };
+        eprintln!("engine_recover input: {}", hex(&input.to_bytes()));
+        let storage = build_disk(&input).unwrap();
+        let engine = Engine::open_with_storage(config(false), Arc::new(storage)).unwrap();
+        assert_eq!(engine.recovery_report().corrupt_records, 1);
+        // The queue does not claim the bogus offset.
+        let (_, max) = engine.queue_offsets(TOPIC, 0).unwrap_or((0, 0));
+        assert!(max <= 1 << 59, "queue max offset {max}");
+    }
 }
 
 /// F3. Three CRC-valid records, all of topic "fuzz": A = queue 0 / queue offset 0 at commitlog
