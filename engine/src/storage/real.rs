@@ -360,7 +360,7 @@ impl StorageFile for RealFile {
         use std::os::unix::fs::OpenOptionsExt;
         const PIECE: usize = 1 << 20;
         const ALIGN: usize = 4096;
-        if offset % ALIGN as u64 != 0 || len % ALIGN as u64 != 0 {
+        if !offset.is_multiple_of(ALIGN as u64) || !len.is_multiple_of(ALIGN as u64) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "O_DIRECT zero fill needs 4 KiB-aligned ranges",
@@ -457,7 +457,7 @@ mod tests {
         }
         file.write_at(32 << 20, &[2; 10]).unwrap();
         let (start, _) = file.data_after(1 << 20).unwrap().expect("data at 32 MiB");
-        assert!(start <= 32 << 20 && start >= 1 << 20, "{start}");
+        assert!((1 << 20..=32 << 20).contains(&start), "{start}");
         assert_eq!(file.data_after(64 << 20).unwrap(), None);
     }
 
