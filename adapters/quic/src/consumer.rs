@@ -10,14 +10,18 @@
 //! * **Pull loop** per queue: long polls of `pull_batch_size` messages, paused while the queue's
 //!   pulled-but-unconsumed messages exceed `pull_threshold_for_queue` messages or
 //!   `pull_threshold_size_for_queue_mib` MiB, spaced by `pull_interval`.
-//! * **Consumption** per queue, in queue order, by the user's handler; after each batch the
-//!   consumed offset is committed to the broker. A handler answering [`ConsumeResult::Later`]
-//!   makes the consumer report CONSUME_FAILED, so the broker re-delivers the message through
-//!   `%RETRY%{group}`.
+//! * **Consumption** per queue, in queue order, by the user's handler. A handler answering
+//!   [`ConsumeResult::Later`] makes the consumer report CONSUME_FAILED, so the broker
+//!   re-delivers the message through `%RETRY%{group}`.
+//! * **Commits** per queue run beside consumption, never in its way: a committer task sends the
+//!   latest consumed offset to the broker at most once per `commit_interval` (offsets only
+//!   grow, so later values replace earlier ones), and once more, awaited, when the queue stops
+//!   (shutdown or rebalance). Committing inline after every batch put a broker round trip
+//!   between one batch and the next and doubled the requests of a busy consumer.
 //!
 //! Delivery is **at least once**: after a crash, or while a queue changes owner, messages
-//! consumed but not yet committed are delivered again. Within one owner a queue is consumed in
-//! order, exactly once.
+//! consumed but not yet committed (at most about `commit_interval` of them after a crash) are
+//! delivered again. Within one owner a queue is consumed in order, exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,6 +146,9 @@ pub struct ConsumerConfig {
     pub long_poll: Duration,
     /// Also consume the group's retry topic `%RETRY%{group}`.
     pub consume_retry_topic: bool,
+    /// Shortest time between two offset commits of one queue (a stopping queue commits at
+    /// once). Zero commits as soon as the previous commit is answered.
+    pub commit_interval: Duration,
 }
 
 impl ConsumerConfig {
@@ -162,6 +169,7 @@ impl ConsumerConfig {
             heartbeat_interval: HEARTBEAT_INTERVAL_DEFAULT,
             long_poll: PULL_LONG_POLL_DEFAULT,
             consume_retry_topic: true,
+            commit_interval: OFFSET_COMMIT_INTERVAL_DEFAULT,
         }
     }
 }
@@ -570,12 +578,50 @@ async fn commit(shared: &Shared, topic: &str, queue_id: u32, offset: u64, commit
         .await
     {
         Ok(()) => *committed = offset,
-        Err(e) => tracing::warn!(
-            topic,
-            queue_id,
-            offset,
-            "commit failed (retried with the next batch): {e}"
-        ),
+        Err(e) => tracing::warn!(topic, queue_id, offset, "commit failed (retried): {e}"),
+    }
+}
+
+/// Commits one queue's consumed offset (`consumed`) in the background: the latest value, at
+/// most once per `commit_interval` (a failed commit is tried again after it), and a last time
+/// when `closing` fires or its sender goes.
+async fn commit_loop(
+    shared: Arc<Shared>,
+    topic: String,
+    queue_id: u32,
+    mut consumed: watch::Receiver<u64>,
+    mut closing: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut committed: u64 = 0;
+    let mut closed = false;
+    loop {
+        // Wait for a new offset unless one is still uncommitted (a failed commit is retried).
+        if !closed && *consumed.borrow() <= committed {
+            tokio::select! {
+                changed = consumed.changed() => closed = changed.is_err(),
+                _ = &mut closing => closed = true,
+            }
+        }
+        let offset = *consumed.borrow_and_update();
+        commit(&shared, &topic, queue_id, offset, &mut committed).await;
+        if closed {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.commit_interval) => {}
+            _ = &mut closing => closed = true,
+        }
+    }
+}
+
+/// Aborts a task when dropped (a killed consumer's committer must not outlive it).
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 
@@ -588,7 +634,15 @@ async fn consume_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut done: u64 = 0;
-    let mut committed: u64 = 0;
+    let (consumed, consumed_rx) = watch::channel(0u64);
+    let (closing, closing_rx) = tokio::sync::oneshot::channel();
+    let mut committer = AbortOnDrop(Some(tokio::spawn(commit_loop(
+        shared.clone(),
+        topic.clone(),
+        queue_id,
+        consumed_rx,
+        closing_rx,
+    ))));
     loop {
         let batch = tokio::select! {
             b = rx.recv() => b,
@@ -613,7 +667,11 @@ async fn consume_loop(
             break;
         }
         done = done.max(batch.next_offset);
-        commit(&shared, &topic, queue_id, done, &mut committed).await;
+        consumed.send_if_modified(|o| std::mem::replace(o, done) != done);
     }
-    commit(&shared, &topic, queue_id, done, &mut committed).await;
+    consumed.send_if_modified(|o| std::mem::replace(o, done) != done);
+    let _closed = closing.send(());
+    if let Some(task) = committer.0.take() {
+        let _committed = task.await;
+    }
 }

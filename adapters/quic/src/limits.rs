@@ -79,6 +79,10 @@ pub const PULL_LONG_POLL_DEFAULT: Duration = Duration::from_secs(15);
 pub const PULL_THRESHOLD_FOR_QUEUE_DEFAULT: u32 = 1_000;
 /// Default `pull_threshold_size_for_queue` in MiB.
 pub const PULL_THRESHOLD_SIZE_FOR_QUEUE_MIB_DEFAULT: u32 = 100;
+/// Default shortest time between two offset commits of one consumer queue. Commits are off the
+/// consumption path either way; this bounds their rate (a busy queue commits 10 times a second,
+/// not once per pulled batch) and what a crashed consumer leaves uncommitted.
+pub const OFFSET_COMMIT_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
 /// How long a pull loop pauses when its queue is over a flow-control threshold.
 pub const FLOW_CONTROL_PAUSE: Duration = Duration::from_millis(50);
 /// Retries of a sync or async send on another queue after the first attempt.

@@ -242,7 +242,7 @@ pub struct Broker {
 
 impl Broker {
     /// Bind, load or create the certificate, and start accepting connections. Call from within
-    /// a multi-threaded tokio runtime.
+    /// a tokio runtime (either flavour; the broker's tasks are spawned onto it).
     pub fn start(engine: Arc<Engine>, config: BrokerConfig) -> Result<Broker, BrokerError> {
         if config.frame_body_bytes_max == 0
             || config.frame_body_bytes_max > FRAME_BODY_BYTES_CEILING
@@ -613,7 +613,7 @@ async fn serve_bi(
         }
     };
     // Nothing after the frame is read; the client finishes its side after one frame.
-    let _stopped = recv.stop(VarInt::from_u32(0));
+    end_request_stream(&mut recv);
     let op = header.opcode();
     let rid = header.request_id.get();
     let result = if header.flags != 0 {
@@ -672,7 +672,7 @@ async fn serve_uni(state: Arc<State>, cs: Arc<ConnState>, mut recv: RecvStream) 
             return;
         }
     };
-    let _stopped = recv.stop(VarInt::from_u32(0));
+    end_request_stream(&mut recv);
     let op = header.opcode();
     let refusal = if header.flags != frame::FLAG_ONEWAY || op != Opcode::SEND {
         Some(Refusal::new(
@@ -685,6 +685,28 @@ async fn serve_uni(state: Arc<State>, cs: Arc<ConnState>, mut recv: RecvStream) 
     if let Some(r) = refusal {
         state.counters.errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(code = %r.code, "oneway request refused: {}", r.message);
+    }
+}
+
+/// Close the receive side of a request stream once its one frame is read.
+///
+/// Usually the client's FIN arrived with the frame (the client writes the frame and finishes at
+/// once): then the stream is read to its end here, without waiting, and quinn frees it
+/// silently. Only when more bytes follow the frame, or the FIN is not there yet, is the stream
+/// stopped. Stopping unconditionally would cost every request a needless STOP_SENDING frame
+/// (quinn sends one even when the FIN is in), which left in a packet of its own ahead of the
+/// answer and made the client send an extra ACK.
+fn end_request_stream(recv: &mut RecvStream) {
+    let at_end = {
+        let next = std::pin::pin!(recv.read_chunk(usize::MAX, true));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        matches!(
+            std::future::Future::poll(next, &mut cx),
+            std::task::Poll::Ready(Ok(None))
+        )
+    };
+    if !at_end {
+        let _stopped = recv.stop(VarInt::from_u32(0));
     }
 }
 
