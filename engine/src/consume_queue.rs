@@ -308,12 +308,24 @@ impl ConsumeQueue {
 
     /// Recovery: drop every file and start the queue over at `index` (its earlier entries are
     /// gone; `min_offset` becomes `index`).
-    pub(crate) fn reset_at(&self, index: u64) -> Result<()> {
-        let mut files = self.files.write();
-        for f in files.drain(..) {
-            self.storage
-                .remove_file(&f.path)
-                .map_err(|e| Error::io(format!("removing {}", f.path.display()), e))?;
+    ///
+    /// The entries of the new first file before `index` become holes pointing at `hole_at`: a
+    /// queue's files are dense from their first entry (an all-zero entry ends the queue when it
+    /// is opened again), so leaving them unwritten would make the restarted queue read as empty
+    /// after a clean restart.
+    pub(crate) fn reset_at(&self, index: u64, hole_at: u64) -> Result<()> {
+        {
+            let mut files = self.files.write();
+            for f in files.drain(..) {
+                self.storage
+                    .remove_file(&f.path)
+                    .map_err(|e| Error::io(format!("removing {}", f.path.display()), e))?;
+            }
+        }
+        let file_start = index - index % self.entries_per_file;
+        if file_start < index {
+            let holes = vec![CqEntry::hole(hole_at); (index - file_start) as usize];
+            self.write_entries(file_start, &holes)?;
         }
         self.next_offset.store(index, Ordering::Relaxed);
         self.min_offset.store(index, Ordering::Release);

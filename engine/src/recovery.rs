@@ -351,7 +351,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                                     "queue offset jumps ahead; the queue restarts here"
                                 );
                                 rb.flush()?;
-                                q.reset_at(qo)?;
+                                q.reset_at(qo, pos)?;
                                 rb.first = qo;
                             } else {
                                 for _ in next..qo {

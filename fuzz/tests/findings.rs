@@ -1,4 +1,4 @@
-//! Engine bugs found by fuzzing (F1–F4), fixed, and kept as named regression tests.
+//! Engine bugs found by fuzzing (F1–F5), fixed, and kept as named regression tests.
 
 use std::sync::Arc;
 
@@ -132,6 +132,53 @@ fn recovery_survives_a_queue_offset_near_u64_max() {
         // The queue does not claim the bogus offset.
         let (_, max) = engine.queue_offsets(TOPIC, 0).unwrap_or((0, 0));
         assert!(max <= 1 << 59, "queue max offset {max}");
+    }
+}
+
+/// F5. One CRC-valid record whose queue offset (2,005) jumps more than HOLES_MAX past the
+/// queue's start (fuzzer artifact crash-cc3fdf74…, where the offset was 696,067,386). Recovery
+/// restarts the queue at 2,005, but the new first consume-queue file starts at 2,000 (16
+/// entries per file) and its entries 2,000..2,005 stayed unwritten. A put after recovery went
+/// to 2,006 and was served; after a clean close and reopen the queue was read from its files,
+/// whose first entry was all zero, so it read as empty and the put message was lost to
+/// consumers. Now the entries before the restart point are holes.
+#[test]
+fn a_restarted_queue_survives_a_clean_restart() {
+    let input = Input {
+        segment: record_with_queue_offset(2_005),
+        ..Input::default()
+    };
+    eprintln!("engine_recover input: {}", hex(&input.to_bytes()));
+    let storage = build_disk(&input).unwrap();
+    let engine = Engine::open_with_storage(config(false), Arc::new(storage.clone())).unwrap();
+    assert_eq!(engine.queue_offsets(TOPIC, 0).unwrap(), (2_005, 2_006));
+    let put = engine
+        .put(&Message::new(TOPIC, 0, "TagA", b"after".to_vec()))
+        .unwrap();
+    assert_eq!(put.queue_offset, 2_006);
+    engine.close().unwrap();
+
+    let engine = Engine::open_with_storage(config(false), Arc::new(storage)).unwrap();
+    let (min, max) = engine.queue_offsets(TOPIC, 0).unwrap();
+    assert!(min <= 2_005 && max == 2_007, "queue offsets {min}..{max}");
+    let all = engine.filter("*").unwrap();
+    for (offset, body) in [(2_005, &b""[..]), (2_006, &b"after"[..])] {
+        let got = engine
+            .get(&GetRequest {
+                topic: TOPIC,
+                queue_id: 0,
+                offset,
+                max_messages: 1,
+                max_bytes: u64::MAX,
+                filter: &all,
+            })
+            .unwrap();
+        let m = got
+            .messages
+            .first()
+            .unwrap_or_else(|| panic!("offset {offset} not served: {got:?}"));
+        assert_eq!(m.view().queue_offset(), offset);
+        assert_eq!(m.view().body(), body);
     }
 }
 
