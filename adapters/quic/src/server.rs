@@ -198,25 +198,33 @@ struct State {
     counters: Counters,
     shutting_down: AtomicBool,
     shutdown: Notify,
-    tasks: AtomicUsize,
-    tasks_done: Notify,
+    tasks: Arc<TaskCount>,
     sync_puts: bool,
 }
 
+/// Live broker tasks. Kept apart from [`State`] so that a task's guard, the last thing the
+/// task drops, holds no reference to the state (and so to the engine): when
+/// [`Broker::shutdown`] sees the count reach zero, every task's handle on the engine is gone.
+#[derive(Debug, Default)]
+struct TaskCount {
+    tasks: AtomicUsize,
+    done: Notify,
+}
+
 /// Counts a live broker task; the last one out wakes [`Broker::shutdown`].
-struct TaskGuard(Arc<State>);
+struct TaskGuard(Arc<TaskCount>);
 
 impl TaskGuard {
     fn new(state: &Arc<State>) -> TaskGuard {
-        state.tasks.fetch_add(1, Ordering::SeqCst);
-        TaskGuard(state.clone())
+        state.tasks.tasks.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(state.tasks.clone())
     }
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         if self.0.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.tasks_done.notify_waiters();
+            self.0.done.notify_waiters();
         }
     }
 }
@@ -308,8 +316,7 @@ impl Broker {
             counters: Counters::default(),
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
-            tasks: AtomicUsize::new(0),
-            tasks_done: Notify::new(),
+            tasks: Arc::new(TaskCount::default()),
             sync_puts,
         });
         let accept = tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
@@ -365,14 +372,14 @@ impl Broker {
         let _aborted = self.accept.await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let done = state.tasks_done.notified();
-            if state.tasks.load(Ordering::SeqCst) == 0 {
+            let done = state.tasks.done.notified();
+            if state.tasks.tasks.load(Ordering::SeqCst) == 0 {
                 break;
             }
             state.shutdown.notify_waiters();
             if tokio::time::timeout_at(deadline, done).await.is_err() {
                 tracing::warn!(
-                    tasks = state.tasks.load(Ordering::SeqCst),
+                    tasks = state.tasks.tasks.load(Ordering::SeqCst),
                     "broker tasks still running 10 s after shutdown"
                 );
                 break;
@@ -447,6 +454,8 @@ async fn accept_loop(endpoint: quinn::Endpoint, state: Arc<State>) {
         let st = state.clone();
         tokio::spawn(async move {
             let _guard = guard;
+            // Declared after the guard, so dropped before it even when the handshake fails.
+            let st = st;
             match incoming.await {
                 Ok(conn) => serve_connection(conn, st).await,
                 Err(e) => tracing::debug!("handshake failed: {e}"),
