@@ -90,6 +90,9 @@ pub struct BrokerArgs {
     /// Broker id: 0 is the master.
     #[arg(long, default_value_t = 0)]
     pub broker_id: u64,
+    /// Register (heartbeat) with every nameserver this often, ms (DESIGN §4: 30 s).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub register_interval_ms: u64,
 }
 
 /// Default HTTP address: loopback, port 7180.
@@ -372,6 +375,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             nameservers.clone(),
         );
         reg_config.http_addr = http_task.as_ref().map(|(a, _)| reachable(*a));
+        reg_config.interval = Duration::from_millis(args.register_interval_ms);
         let registration = tern_nameserver::spawn_registration(engine.clone(), reg_config);
         writeln!(
             out,
@@ -447,6 +451,7 @@ mod tests {
             cluster: "DefaultCluster".into(),
             broker_name: "broker-a".into(),
             broker_id: 0,
+            register_interval_ms: 30_000,
         };
         let r = resolve(&args).unwrap();
         assert_eq!(r.data, dir.path().join("d"));
@@ -475,6 +480,7 @@ mod tests {
             cluster: "DefaultCluster".into(),
             broker_name: "broker-a".into(),
             broker_id: 0,
+            register_interval_ms: 30_000,
         };
         let a = resolve(&args).unwrap().broker.token.unwrap();
         let b = resolve(&args).unwrap().broker.token.unwrap();

@@ -2,7 +2,9 @@
 //! heartbeat every 30 s; a broker not heard from for 120 s is dropped (checked every 10 s);
 //! nameservers never talk to each other.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -12,6 +14,12 @@ pub struct NameserverArgs {
     /// TCP address to listen on (HTTP/JSON; see docs/PROTOCOL.md, "Nameserver").
     #[arg(long, default_value = "127.0.0.1:9876")]
     pub listen: SocketAddr,
+    /// Drop a broker not heard from for this long, ms (DESIGN §4: 120 s).
+    #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub broker_expiry_ms: u64,
+    /// Look for expired brokers this often, ms (DESIGN §4: 10 s).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub scan_interval_ms: u64,
 }
 
 /// Run until Ctrl-C or SIGTERM.
@@ -22,11 +30,27 @@ pub fn run(args: &NameserverArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let ns =
-            tern_nameserver::NameServer::start(tern_nameserver::NameServerConfig::new(args.listen))
-                .await
-                .with_context(|| format!("starting the nameserver on {}", args.listen))?;
-        println!("tern nameserver listening on http://{}", ns.local_addr());
+        let mut config = tern_nameserver::NameServerConfig::new(args.listen);
+        config.broker_expiry = Duration::from_millis(args.broker_expiry_ms);
+        config.scan_interval = Duration::from_millis(args.scan_interval_ms);
+        let ns = tern_nameserver::NameServer::start(config)
+            .await
+            .with_context(|| format!("starting the nameserver on {}", args.listen))?;
+        {
+            // One line, flushed at once: scripts and tests read the bound address from it.
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "tern nameserver listening on http://{}",
+                ns.local_addr()
+            )?;
+            writeln!(
+                out,
+                "broker expiry {} ms, scan every {} ms",
+                args.broker_expiry_ms, args.scan_interval_ms
+            )?;
+            out.flush()?;
+        }
         let why = crate::broker::wait_for_stop_signal().await?;
         println!("{why}: shutting down");
         ns.shutdown().await;

@@ -266,6 +266,27 @@ impl NameServerClient {
         self.call(addr, Method::GET, &path, None).await
     }
 
+    /// `GET /v1/routes/{topic}`, the answer's bytes as sent (checked to be an OK answer, not
+    /// decoded): for load generators and for passing a route on unchanged.
+    pub async fn route_raw(&self, addr: SocketAddr, topic: &str) -> Result<Bytes, Error> {
+        let path = format!("/v1/routes/{}", encode_segment(topic));
+        let (status, bytes) = self.exchange(addr, Method::GET, &path, None).await?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Error::Api {
+                status: status.as_u16(),
+                code: ErrorCode(b.error.code),
+                message: b.error.message,
+            },
+            Err(_) => Error::Protocol {
+                addr,
+                message: format!("HTTP {status}"),
+            },
+        })
+    }
+
     /// `GET /v1/clusters`.
     pub async fn cluster_info(&self, addr: SocketAddr) -> Result<ClusterInfo, Error> {
         self.call(addr, Method::GET, "/v1/clusters", None).await

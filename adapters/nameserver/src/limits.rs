@@ -45,6 +45,11 @@ pub const SEND_RETRIES_DEFAULT: u32 = 2;
 pub const LATENCY_MAX_MS: [u64; 7] = [50, 100, 550, 1_000, 2_000, 3_000, 15_000];
 /// ... and RocketMQ's `notAvailableDuration`: for how long (ms), index by index.
 pub const NOT_AVAILABLE_DURATION_MS: [u64; 7] = [0, 0, 30_000, 60_000, 120_000, 180_000, 600_000];
+/// QUIC idle timeout of a cluster producer's broker connections: a broker not heard from for
+/// this long (keep-alives go out every third of it) is taken for dead, failing every send in
+/// flight to it at once and isolating it. QUIC never lets it drop below 3 PTOs, so slow paths
+/// get more.
+pub const BROKER_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_millis(800);
 /// How long a broker is avoided after a failed send.
 pub const FAILURE_ISOLATION_DEFAULT: Duration = Duration::from_secs(30);
 

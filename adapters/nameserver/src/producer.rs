@@ -8,6 +8,12 @@
 //! * Optional latency fault avoidance ([`FaultConfig`], RocketMQ's `MQFaultStrategy`).
 //! * Connections: one tern-quic [`Client`](tern_quic::Client) per broker, made on first use and
 //!   replaced when the route shows the broker restarted (whose fault history is then forgotten).
+//! * Dead brokers are noticed without waiting for a request timeout: the connections use a
+//!   short QUIC idle timeout (`broker_idle_timeout`, keep-alives at a third of it), so a broker
+//!   that stops answering loses its connection within that time; every send in flight on it
+//!   then fails at once (and is retried elsewhere), and the connection watcher
+//!   ([`BrokerClients::with_lost_hook`]) marks the broker failed in the fault table at the
+//!   same moment, so no new send picks it while it is isolated.
 //!
 //! Invariants: a message acknowledged by `send` is stored on the broker named in the result;
 //! every send makes at most `1 + retries` attempts.
@@ -15,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tern_engine::{Clock, SystemClock};
 use tern_quic::{ClientConfig, Message, SendResult};
@@ -36,6 +42,9 @@ pub struct ClusterProducerConfig {
     pub fault_avoidance: Option<FaultConfig>,
     /// Time for fault avoidance.
     pub clock: Arc<dyn Clock>,
+    /// QUIC idle timeout of the broker connections (replaces the template's): a broker silent
+    /// this long is taken for dead, failing the sends in flight to it at once.
+    pub broker_idle_timeout: Duration,
 }
 
 impl Default for ClusterProducerConfig {
@@ -44,6 +53,7 @@ impl Default for ClusterProducerConfig {
             retries: SEND_RETRIES_DEFAULT,
             fault_avoidance: None,
             clock: Arc::new(SystemClock),
+            broker_idle_timeout: BROKER_IDLE_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -60,8 +70,10 @@ struct Inner {
     route: RouteClient,
     clients: BrokerClients,
     config: ClusterProducerConfig,
-    selector: parking_lot::Mutex<Selector>,
+    selector: Arc<parking_lot::Mutex<Selector>>,
     failed_attempts: AtomicU64,
+    lost_connections: Arc<AtomicU64>,
+    last_failure: parking_lot::Mutex<Option<Instant>>,
     sent: parking_lot::Mutex<BTreeMap<String, u64>>,
 }
 
@@ -76,16 +88,35 @@ impl ClusterProducer {
     /// (trust, token, timeouts; its `addr` is replaced by each broker's).
     pub fn new(
         route: RouteClient,
-        template: ClientConfig,
+        mut template: ClientConfig,
         config: ClusterProducerConfig,
     ) -> ClusterProducer {
+        template.idle_timeout = config.broker_idle_timeout;
+        let selector = Arc::new(parking_lot::Mutex::new(Selector::new(
+            config.fault_avoidance.clone(),
+        )));
+        let lost_connections = Arc::new(AtomicU64::new(0));
+        // The hook holds the selector and the clock, not the producer (no cycle).
+        let on_lost: crate::brokers::LostHook = {
+            let (selector, clock, lost) = (
+                selector.clone(),
+                config.clock.clone(),
+                lost_connections.clone(),
+            );
+            Arc::new(move |broker: &str, _why: &quinn::ConnectionError| {
+                lost.fetch_add(1, Ordering::Relaxed);
+                selector.lock().record(broker, 0, true, clock.now_ms());
+            })
+        };
         ClusterProducer {
             inner: Arc::new(Inner {
                 route,
-                clients: BrokerClients::new(template),
-                selector: parking_lot::Mutex::new(Selector::new(config.fault_avoidance.clone())),
+                clients: BrokerClients::with_lost_hook(template, on_lost),
+                selector,
                 config,
                 failed_attempts: AtomicU64::new(0),
+                lost_connections,
+                last_failure: parking_lot::Mutex::new(None),
                 sent: parking_lot::Mutex::new(BTreeMap::new()),
             }),
         }
@@ -99,6 +130,26 @@ impl ClusterProducer {
     /// Attempts that failed so far (each retried or reported).
     pub fn failed_attempts(&self) -> u64 {
         self.inner.failed_attempts.load(Ordering::Relaxed)
+    }
+
+    /// When the last failed attempt ended.
+    pub fn last_failed_attempt_at(&self) -> Option<Instant> {
+        *self.inner.last_failure.lock()
+    }
+
+    /// Broker connections lost (not closed by this producer) so far.
+    pub fn lost_connections(&self) -> u64 {
+        self.inner.lost_connections.load(Ordering::Relaxed)
+    }
+
+    /// Is `broker_name` usable now by the fault table (always true without fault avoidance)?
+    pub fn is_available(&self, broker_name: &str) -> bool {
+        let now = self.inner.config.clock.now_ms();
+        self.inner
+            .selector
+            .lock()
+            .fault()
+            .is_none_or(|f| f.is_available(broker_name, now))
     }
 
     /// Messages acknowledged per broker so far.
@@ -170,6 +221,7 @@ impl ClusterProducer {
             }
             Err(e) => {
                 self.inner.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                *self.inner.last_failure.lock() = Some(Instant::now());
                 tracing::debug!(broker = %mq.broker_name, queue = mq.queue_id, "send attempt failed: {e}");
             }
         }

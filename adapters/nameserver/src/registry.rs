@@ -4,18 +4,56 @@
 //! Tables (RocketMQ's `RouteInfoManager`): cluster → broker names; broker name → broker ids →
 //! addresses; topic → per-broker-name queue data; live instances with their last heartbeat.
 //!
+//! Layout for size (1,000 brokers × 1,000 topics is 10⁶ broker×topic entries): cluster, broker
+//! and topic names are interned (`Arc<str>`, one allocation per distinct name, shared by every
+//! table that mentions it); queue data is a 12-byte [`Queues`]; a topic's brokers are a sorted
+//! `Vec`, not a map (most topics live on a few brokers).
+//!
+//! Lookups are served from JSON kept ready: every broker name carries its own [`BrokerData`]
+//! as JSON (rebuilt when one of its instances changes, which is rare: a heartbeat repeating
+//! the last registration changes nothing), so [`Registry::route_json`] only copies those
+//! fragments and writes the topic's queue counts — no per-lookup allocation of names and no
+//! escaping of strings other than the topic's. Memory for it: one fragment per broker name.
+//!
 //! # Invariants
 //! * A registration changes only entries of its own (cluster, broker name, broker id): it never
 //!   removes or rewrites another instance's addresses, nor another broker name's queue data.
 //! * A broker name belongs to one cluster at a time; a registration claiming it for another
 //!   cluster is refused while the name has live instances.
 //! * Topic queue data of a broker name comes from its master (id 0) only and disappears with it.
-//! * Every topic entry is non-empty, every broker-name entry has at least one instance, every
-//!   cluster entry at least one broker name (checked by [`Registry::check_invariants`]).
+//! * Every topic entry is non-empty and sorted by broker name, every broker-name entry has at
+//!   least one instance, every cluster entry at least one broker name (checked by
+//!   [`Registry::check_invariants`]).
+//! * Each broker name's JSON fragments equal what serializing its current [`BrokerData`] (and
+//!   its name) gives; [`Registry::route_json`] equals serializing [`Registry::route`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
 
 use crate::model::*;
+
+/// An interned name.
+type Name = Arc<str>;
+
+/// A topic's queues on one broker (the body of [`QueueData`] without the broker name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Queues {
+    read: u32,
+    write: u32,
+    perm: u8,
+}
+
+impl Queues {
+    fn of(t: &TopicConfig) -> Queues {
+        Queues {
+            read: t.read_queues,
+            write: t.write_queues,
+            perm: t.perm,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Instance {
@@ -23,14 +61,71 @@ struct Instance {
     http_addr: Option<String>,
     instance_id: String,
     last_heartbeat_ms: u64,
-    /// As last registered, sorted by topic name.
-    topics: Vec<TopicConfig>,
+    /// As last registered, sorted by topic name; names shared with `Registry::topics`.
+    topics: Vec<(Name, Queues)>,
 }
 
 #[derive(Debug)]
 struct NameEntry {
-    cluster: String,
+    cluster: Name,
     instances: BTreeMap<u64, Instance>,
+    /// The broker name as a JSON string (quoted, escaped).
+    name_json: Box<[u8]>,
+    /// This entry as a JSON [`BrokerData`]; rebuilt by [`NameEntry::rebuild_json`] after every
+    /// change of `instances`.
+    data_json: Box<[u8]>,
+}
+
+impl NameEntry {
+    fn new(cluster: Name, name: &str) -> NameEntry {
+        NameEntry {
+            cluster,
+            instances: BTreeMap::new(),
+            name_json: json_of(name).into(),
+            data_json: Box::default(),
+        }
+    }
+
+    fn data_ref<'a>(&'a self, name: &'a str) -> BrokerDataRef<'a> {
+        BrokerDataRef {
+            cluster: &self.cluster,
+            broker_name: name,
+            addrs: self
+                .instances
+                .iter()
+                .map(|(id, i)| BrokerAddrRef {
+                    broker_id: *id,
+                    quic_addr: &i.quic_addr,
+                    http_addr: i.http_addr.as_deref(),
+                    instance_id: &i.instance_id,
+                })
+                .collect(),
+        }
+    }
+
+    fn rebuild_json(&mut self, name: &str) {
+        self.data_json = json_of(&self.data_ref(name)).into();
+    }
+}
+
+/// Append `v` in decimal (what JSON and `Display` write for an unsigned integer).
+fn push_decimal(out: &mut Vec<u8>, mut v: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// JSON of plain structs of strings and integers (cannot fail).
+fn json_of<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("strings and integers serialize")
 }
 
 /// The route tables of one nameserver.
@@ -38,10 +133,38 @@ struct NameEntry {
 pub struct Registry {
     expiry_ms: u64,
     brokers_max: usize,
-    clusters: BTreeMap<String, BTreeSet<String>>,
-    names: HashMap<String, NameEntry>,
-    topics: HashMap<String, BTreeMap<String, QueueData>>,
+    clusters: BTreeMap<Name, BTreeSet<Name>>,
+    names: HashMap<Name, NameEntry>,
+    /// Topic → (broker name, queues), sorted by broker name.
+    topics: HashMap<Name, Vec<(Name, Queues)>>,
     instances: usize,
+}
+
+/// Borrowed views with the field names and order of [`BrokerData`] and [`BrokerAddr`], so the
+/// fragments are exactly what serializing those would give.
+
+#[derive(Serialize)]
+struct BrokerAddrRef<'a> {
+    broker_id: u64,
+    quic_addr: &'a str,
+    http_addr: Option<&'a str>,
+    instance_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct BrokerDataRef<'a> {
+    cluster: &'a str,
+    broker_name: &'a str,
+    addrs: Vec<BrokerAddrRef<'a>>,
+}
+
+/// `incoming` (sorted by topic) says the same as `stored`.
+fn same_topics(stored: &[(Name, Queues)], incoming: &[TopicConfig]) -> bool {
+    stored.len() == incoming.len()
+        && stored
+            .iter()
+            .zip(incoming)
+            .all(|((n, q), t)| **n == *t.topic && *q == Queues::of(t))
 }
 
 impl Registry {
@@ -72,6 +195,13 @@ impl Registry {
         self.topics.len()
     }
 
+    fn intern_topic(&self, topic: String) -> Name {
+        match self.topics.get_key_value(topic.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Name::from(topic),
+        }
+    }
+
     /// Register (or heartbeat) an instance at `now_ms`.
     pub fn register(
         &mut self,
@@ -79,8 +209,8 @@ impl Registry {
         now_ms: u64,
     ) -> Result<RegisterReply, ApiError> {
         reg.validate()?;
-        if let Some(entry) = self.names.get(&reg.broker_name) {
-            if entry.cluster != reg.cluster {
+        if let Some(entry) = self.names.get(reg.broker_name.as_str()) {
+            if *entry.cluster != *reg.cluster {
                 return Err(ApiError::new(
                     ErrorCode::BROKER_NAME_CONFLICT,
                     format!(
@@ -90,11 +220,11 @@ impl Registry {
                 ));
             }
         }
-        let exists = self
+        let existing = self
             .names
-            .get(&reg.broker_name)
-            .is_some_and(|e| e.instances.contains_key(&reg.broker_id));
-        if !exists && self.instances >= self.brokers_max {
+            .get(reg.broker_name.as_str())
+            .and_then(|e| e.instances.get(&reg.broker_id));
+        if existing.is_none() && self.instances >= self.brokers_max {
             return Err(ApiError::new(
                 ErrorCode::TOO_MANY_BROKERS,
                 format!(
@@ -113,13 +243,41 @@ impl Registry {
             mut topics,
         } = reg;
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
-        let entry = self
-            .names
-            .entry(broker_name.clone())
-            .or_insert_with(|| NameEntry {
-                cluster: cluster.clone(),
-                instances: BTreeMap::new(),
-            });
+        // A heartbeat repeating the last registration: only the time moves (no allocation).
+        if let Some(o) = existing {
+            if o.quic_addr == quic_addr
+                && o.http_addr == http_addr
+                && o.instance_id == instance_id
+                && same_topics(&o.topics, &topics)
+            {
+                if let Some(i) = self
+                    .names
+                    .get_mut(broker_name.as_str())
+                    .and_then(|e| e.instances.get_mut(&broker_id))
+                {
+                    i.last_heartbeat_ms = now_ms;
+                }
+                return Ok(RegisterReply {
+                    changed: false,
+                    broker_expiry_ms: self.expiry_ms,
+                });
+            }
+        }
+        let cluster: Name = match self.clusters.get_key_value(cluster.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Name::from(cluster),
+        };
+        let name: Name = match self.names.get_key_value(broker_name.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Name::from(broker_name),
+        };
+        let topics: Vec<(Name, Queues)> = topics
+            .into_iter()
+            .map(|t| {
+                let q = Queues::of(&t);
+                (self.intern_topic(t.topic), q)
+            })
+            .collect();
         let new = Instance {
             quic_addr,
             http_addr,
@@ -127,57 +285,52 @@ impl Registry {
             last_heartbeat_ms: now_ms,
             topics,
         };
+        let entry = self
+            .names
+            .entry(name.clone())
+            .or_insert_with(|| NameEntry::new(cluster.clone(), &name));
+        let new_topics = (broker_id == 0).then(|| new.topics.clone());
         let old = entry.instances.insert(broker_id, new);
-        let changed = match &old {
-            None => true,
-            Some(o) => {
-                let n = &entry.instances[&broker_id];
-                o.quic_addr != n.quic_addr
-                    || o.http_addr != n.http_addr
-                    || o.instance_id != n.instance_id
-                    || o.topics != n.topics
-            }
-        };
+        entry.rebuild_json(&name);
         if old.is_none() {
             self.instances += 1;
         }
         self.clusters
             .entry(cluster)
             .or_default()
-            .insert(broker_name.clone());
-        if broker_id == 0 && changed {
-            let new_topics = entry.instances[&broker_id].topics.clone();
+            .insert(name.clone());
+        if let Some(new_topics) = new_topics {
             let old_topics = old.map(|o| o.topics).unwrap_or_default();
-            self.apply_topics(&broker_name, &old_topics, &new_topics);
+            self.apply_topics(&name, &old_topics, &new_topics);
         }
         Ok(RegisterReply {
-            changed,
+            changed: true,
             broker_expiry_ms: self.expiry_ms,
         })
     }
 
-    /// Replace `broker_name`'s queue data: drop topics it no longer lists, upsert the others.
-    fn apply_topics(&mut self, broker_name: &str, old: &[TopicConfig], new: &[TopicConfig]) {
-        let keep: HashSet<&str> = new.iter().map(|t| t.topic.as_str()).collect();
-        for t in old.iter().filter(|t| !keep.contains(t.topic.as_str())) {
-            self.remove_queue_data(&t.topic, broker_name);
+    /// Replace `broker`'s queue data: drop topics it no longer lists, upsert the others. Both
+    /// lists are sorted by topic.
+    fn apply_topics(&mut self, broker: &Name, old: &[(Name, Queues)], new: &[(Name, Queues)]) {
+        for (t, _) in old {
+            if new.binary_search_by(|(n, _)| n.cmp(t)).is_err() {
+                self.remove_queue_data(t, broker);
+            }
         }
-        for t in new {
-            self.topics.entry(t.topic.clone()).or_default().insert(
-                broker_name.to_owned(),
-                QueueData {
-                    broker_name: broker_name.to_owned(),
-                    read_queues: t.read_queues,
-                    write_queues: t.write_queues,
-                    perm: t.perm,
-                },
-            );
+        for (t, q) in new {
+            let per_broker = self.topics.entry(t.clone()).or_default();
+            match per_broker.binary_search_by(|(b, _)| b.cmp(broker)) {
+                Ok(i) => per_broker[i].1 = *q,
+                Err(i) => per_broker.insert(i, (broker.clone(), *q)),
+            }
         }
     }
 
-    fn remove_queue_data(&mut self, topic: &str, broker_name: &str) {
+    fn remove_queue_data(&mut self, topic: &str, broker: &str) {
         if let Some(per_broker) = self.topics.get_mut(topic) {
-            per_broker.remove(broker_name);
+            if let Ok(i) = per_broker.binary_search_by(|(b, _)| (**b).cmp(broker)) {
+                per_broker.remove(i);
+            }
             if per_broker.is_empty() {
                 self.topics.remove(topic);
             }
@@ -186,24 +339,27 @@ impl Registry {
 
     /// Remove an instance and everything that hangs on it only.
     fn remove_instance(&mut self, key: &BrokerKey) -> Option<Instance> {
-        let entry = self.names.get_mut(&key.broker_name)?;
-        if entry.cluster != key.cluster {
+        let entry = self.names.get_mut(key.broker_name.as_str())?;
+        if *entry.cluster != *key.cluster {
             return None;
         }
         let gone = entry.instances.remove(&key.broker_id)?;
         self.instances -= 1;
         let now_empty = entry.instances.is_empty();
+        if !now_empty {
+            entry.rebuild_json(&key.broker_name);
+        }
         if key.broker_id == 0 {
-            for t in &gone.topics {
-                self.remove_queue_data(&t.topic, &key.broker_name);
+            for (t, _) in &gone.topics {
+                self.remove_queue_data(t, &key.broker_name);
             }
         }
         if now_empty {
-            self.names.remove(&key.broker_name);
-            if let Some(names) = self.clusters.get_mut(&key.cluster) {
-                names.remove(&key.broker_name);
+            self.names.remove(key.broker_name.as_str());
+            if let Some(names) = self.clusters.get_mut(key.cluster.as_str()) {
+                names.remove(key.broker_name.as_str());
                 if names.is_empty() {
-                    self.clusters.remove(&key.cluster);
+                    self.clusters.remove(key.cluster.as_str());
                 }
             }
         }
@@ -216,8 +372,8 @@ impl Registry {
         let key = u.key();
         let current = self
             .names
-            .get(&key.broker_name)
-            .filter(|e| e.cluster == key.cluster)
+            .get(key.broker_name.as_str())
+            .filter(|e| *e.cluster == *key.cluster)
             .and_then(|e| e.instances.get(&key.broker_id));
         match current {
             None => Err(ApiError::new(
@@ -248,8 +404,8 @@ impl Registry {
             for (id, i) in &e.instances {
                 if now_ms.saturating_sub(i.last_heartbeat_ms) > self.expiry_ms {
                     dead.push(BrokerKey {
-                        cluster: e.cluster.clone(),
-                        broker_name: name.clone(),
+                        cluster: e.cluster.to_string(),
+                        broker_name: name.to_string(),
                         broker_id: *id,
                     });
                 }
@@ -266,11 +422,11 @@ impl Registry {
     pub fn route(&self, topic: &str) -> Option<TopicRoute> {
         let per_broker = self.topics.get(topic)?;
         let mut brokers = Vec::with_capacity(per_broker.len());
-        for name in per_broker.keys() {
+        for (name, _) in per_broker {
             if let Some(e) = self.names.get(name) {
                 brokers.push(BrokerData {
-                    cluster: e.cluster.clone(),
-                    broker_name: name.clone(),
+                    cluster: e.cluster.to_string(),
+                    broker_name: name.to_string(),
                     addrs: e
                         .instances
                         .iter()
@@ -286,9 +442,65 @@ impl Registry {
         }
         Some(TopicRoute {
             topic: topic.to_owned(),
-            queues: per_broker.values().cloned().collect(),
+            queues: per_broker
+                .iter()
+                .map(|(b, q)| QueueData {
+                    broker_name: b.to_string(),
+                    read_queues: q.read,
+                    write_queues: q.write,
+                    perm: q.perm,
+                })
+                .collect(),
             brokers,
         })
+    }
+
+    /// [`Registry::route`] as JSON (what `GET /v1/routes/{topic}` answers): the topic, its
+    /// queue counts, and the brokers' ready fragments.
+    pub fn route_json(&self, topic: &str) -> Option<Vec<u8>> {
+        let (topic, per_broker) = self.topics.get_key_value(topic)?;
+        let entries: Vec<(&Name, &Queues, Option<&NameEntry>)> = per_broker
+            .iter()
+            .map(|(b, q)| (b, q, self.names.get(b)))
+            .collect();
+        let size = 64
+            + topic.len()
+            + entries
+                .iter()
+                .map(|(_, _, e)| 96 + e.map_or(0, |e| e.data_json.len()))
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(b"{\"topic\":");
+        serde_json::to_writer(&mut out, &**topic).expect("a string serializes");
+        out.extend_from_slice(b",\"queues\":[");
+        for (i, (b, q, e)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"broker_name\":");
+            match e {
+                Some(e) => out.extend_from_slice(&e.name_json),
+                None => serde_json::to_writer(&mut out, &***b).expect("a string serializes"),
+            }
+            out.extend_from_slice(b",\"read_queues\":");
+            push_decimal(&mut out, q.read);
+            out.extend_from_slice(b",\"write_queues\":");
+            push_decimal(&mut out, q.write);
+            out.extend_from_slice(b",\"perm\":");
+            push_decimal(&mut out, u32::from(q.perm));
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"brokers\":[");
+        let mut first = true;
+        for e in entries.iter().filter_map(|(_, _, e)| *e) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&e.data_json);
+        }
+        out.extend_from_slice(b"]}");
+        Some(out)
     }
 
     /// Every cluster and live instance.
@@ -296,15 +508,15 @@ impl Registry {
         let clusters = self
             .clusters
             .iter()
-            .map(|(c, n)| (c.clone(), n.iter().cloned().collect()))
+            .map(|(c, n)| (c.to_string(), n.iter().map(|x| x.to_string()).collect()))
             .collect();
         let mut brokers: Vec<LiveBroker> = self
             .names
             .iter()
             .flat_map(|(name, e)| {
                 e.instances.iter().map(move |(id, i)| LiveBroker {
-                    cluster: e.cluster.clone(),
-                    broker_name: name.clone(),
+                    cluster: e.cluster.to_string(),
+                    broker_name: name.to_string(),
                     broker_id: *id,
                     quic_addr: i.quic_addr.clone(),
                     http_addr: i.http_addr.clone(),
@@ -337,23 +549,38 @@ impl Registry {
                 .get(&e.cluster)
                 .is_some_and(|n| n.contains(name)));
             count += e.instances.len();
+            for i in e.instances.values() {
+                assert!(i.topics.windows(2).all(|w| w[0].0 < w[1].0));
+            }
+            assert_eq!(*e.name_json, *json_of(&**name), "{name}: name fragment");
+            assert_eq!(
+                *e.data_json,
+                *json_of(&e.data_ref(name)),
+                "{name}: data fragment"
+            );
         }
         assert_eq!(count, self.instances);
         for (c, names) in &self.clusters {
             assert!(!names.is_empty(), "cluster {c} without brokers");
             for n in names {
-                assert_eq!(
-                    self.names.get(n).map(|e| e.cluster.as_str()),
-                    Some(c.as_str())
-                );
+                assert_eq!(self.names.get(n).map(|e| &*e.cluster), Some(&**c));
             }
         }
         for (t, per_broker) in &self.topics {
+            assert_eq!(
+                self.route_json(t),
+                self.route(t).map(|r| json_of(&r)),
+                "topic {t}: route_json differs from the serialized route"
+            );
             assert!(!per_broker.is_empty(), "topic {t} without brokers");
-            for name in per_broker.keys() {
+            assert!(
+                per_broker.windows(2).all(|w| w[0].0 < w[1].0),
+                "topic {t}: brokers not sorted"
+            );
+            for (name, q) in per_broker {
                 let master = self.names.get(name).and_then(|e| e.instances.get(&0));
                 assert!(
-                    master.is_some_and(|m| m.topics.iter().any(|x| &x.topic == t)),
+                    master.is_some_and(|m| m.topics.iter().any(|x| &x.0 == t && x.1 == *q)),
                     "topic {t} on {name} without a master announcing it"
                 );
             }
@@ -389,6 +616,53 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn decimals_match_display() {
+        for v in [0, 1, 9, 10, 99, 100, 1_024, 65_535, 4_000_000_000, u32::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn route_json_is_the_serialized_route_through_every_change() {
+        let mut r = Registry::new(100, 100);
+        // An instance id that JSON must escape, slaves, several brokers per topic.
+        let mut odd = reg("c", "b2", 0, "i\\\"2", &[("t", 4), ("u", 1)]);
+        odd.http_addr = Some("127.0.0.1:7180".into());
+        r.register(odd, 0).unwrap();
+        r.register(reg("c", "b1", 0, "i1", &[("t", 8)]), 0).unwrap();
+        r.register(reg("c", "b1", 1, "s1", &[("t", 8)]), 0).unwrap();
+        r.register(reg("d", "b3", 0, "i3", &[("%RETRY%g", 1), ("t", 2)]), 0)
+            .unwrap();
+        r.check_invariants();
+        let t = r.route_json("t").unwrap();
+        assert_eq!(t, serde_json::to_vec(&r.route("t").unwrap()).unwrap());
+        let back: TopicRoute = serde_json::from_slice(&t).unwrap();
+        assert_eq!(back.brokers.len(), 3);
+        assert_eq!(back.brokers[1].addrs[0].instance_id, "i\\\"2");
+        // Changes: a slave leaves, a master changes address, a broker expires.
+        r.unregister(&BrokerUnregistration {
+            cluster: "c".into(),
+            broker_name: "b1".into(),
+            broker_id: 1,
+            instance_id: "s1".into(),
+        })
+        .unwrap();
+        r.check_invariants();
+        let mut moved = reg("c", "b1", 0, "i1b", &[("t", 8)]);
+        moved.quic_addr = "127.0.0.1:7200".into();
+        r.register(moved, 50).unwrap();
+        r.register(reg("d", "b3", 0, "i3", &[("%RETRY%g", 1), ("t", 2)]), 50)
+            .unwrap();
+        r.check_invariants();
+        assert_eq!(r.expire(101).len(), 1, "b2 expires");
+        r.check_invariants();
+        assert!(r.route_json("u").is_none());
+        assert!(r.route_json("nope").is_none());
     }
 
     #[test]

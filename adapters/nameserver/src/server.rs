@@ -19,6 +19,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -168,6 +169,12 @@ impl NameServer {
             clock: config.clock.clone(),
         });
         let app = router(shared.clone(), config.request_body_bytes_max);
+        // Answers are small and sent whole: no Nagle delay behind a delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
+            }
+        });
         let (stop, stop_rx) = watch::channel(false);
         let mut serve_stop = stop_rx.clone();
         let serve = tokio::spawn(async move {
@@ -355,9 +362,14 @@ async fn route(
     if let Err(e) = check_topic(&topic) {
         return error_response(&e);
     }
-    let found = s.registry.read().route(&topic);
+    let found = s.registry.read().route_json(&topic);
     match found {
-        Some(r) => json_response(StatusCode::OK, &r),
+        Some(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
         None => error_response(&ApiError::new(
             ErrorCode::TOPIC_NOT_FOUND,
             format!("no live broker serves topic {topic:?}"),

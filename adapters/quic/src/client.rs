@@ -155,6 +155,11 @@ pub struct ClientConfig {
     pub response_body_bytes_max: u32,
     /// Upper bound of path-MTU discovery (raise on loopback or jumbo-frame networks).
     pub mtu_upper_bound: u16,
+    /// The connection is declared lost when nothing is heard from the broker for this long
+    /// (QUIC idle timeout, never below 3 PTOs); keep-alives go out at a third of it (at most
+    /// every `KEEP_ALIVE_INTERVAL`). A short one detects a dead broker quickly: every request
+    /// in flight then fails at once instead of each waiting for `request_timeout`.
+    pub idle_timeout: Duration,
 }
 
 static CLIENT_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -183,6 +188,7 @@ impl ClientConfig {
             udp_socket_buffer_bytes: UDP_SOCKET_BUFFER_BYTES_DEFAULT,
             response_body_bytes_max: RESPONSE_BODY_BYTES_MAX_DEFAULT,
             mtu_upper_bound: MTU_UPPER_BOUND_DEFAULT,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 }
@@ -227,7 +233,15 @@ impl Client {
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .map_err(|e| Error::Tls(TlsError::Config(e.to_string())))?;
         let mut quinn_config = quinn::ClientConfig::new(Arc::new(quic));
-        quinn_config.transport_config(net::transport_config(0, 0, true, config.mtu_upper_bound));
+        let mut transport = net::transport_config(0, 0, true, config.mtu_upper_bound);
+        if config.idle_timeout != IDLE_TIMEOUT {
+            let t = Arc::get_mut(&mut transport).expect("a transport config just made is unshared");
+            let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
+                .map_err(|e| Error::Invalid(format!("idle_timeout: {e}")))?;
+            t.max_idle_timeout(Some(idle));
+            t.keep_alive_interval(Some((config.idle_timeout / 3).min(KEEP_ALIVE_INTERVAL)));
+        }
+        quinn_config.transport_config(transport);
         let bind: SocketAddr = if config.addr.is_ipv4() {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -435,6 +449,11 @@ impl Client {
     /// The underlying QUIC connection (tests and tools).
     pub async fn quic_connection(&self) -> Result<Connection> {
         self.connection().await
+    }
+
+    /// The current connection if it is up, without connecting (to watch it for loss).
+    pub fn live_connection(&self) -> Option<Connection> {
+        self.live()
     }
 
     async fn send_frame(&self, op: Opcode, buf: Vec<u8>) -> Result<Bytes> {
