@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::format::cq::CqEntry;
 use crate::format::record::{self, Slot, EOS_LEN, RECORD_MAGIC};
-use crate::limits::QUEUE_OFFSET_MAX;
+use crate::limits::{QUEUES_PER_TOPIC_MAX, QUEUE_OFFSET_MAX};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -298,6 +298,11 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                 report.scanned_bytes += size;
                 let queue = match shared.queue(v.topic(), v.queue_id()) {
                     Ok(q) => Some(q),
+                    // A queue id no topic may have is corruption, not a reason to create
+                    // a topic (or to overflow its queue count).
+                    Err(Error::TopicNotFound { .. }) if v.queue_id() >= QUEUES_PER_TOPIC_MAX => {
+                        None
+                    }
                     Err(Error::TopicNotFound { .. }) => {
                         tracing::warn!(
                             topic = v.topic(),

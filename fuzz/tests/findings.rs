@@ -1,4 +1,4 @@
-//! Engine bugs found by fuzzing (F1–F5), fixed, and kept as named regression tests.
+//! Engine bugs found by fuzzing (F1–F6), fixed, and kept as named regression tests.
 
 use std::sync::Arc;
 
@@ -179,6 +179,28 @@ fn a_restarted_queue_survives_a_clean_restart() {
             .unwrap_or_else(|| panic!("offset {offset} not served: {got:?}"));
         assert_eq!(m.view().queue_offset(), offset);
         assert_eq!(m.view().body(), body);
+    }
+}
+
+/// F6. One CRC-valid record of a topic missing from topics.json whose queue id is u32::MAX
+/// (fuzzer artifact crash-d3525d94…). Recovery recreates missing topics with `queue_id + 1`
+/// queues: "attempt to add with overflow". A queue id at or above QUEUES_PER_TOPIC_MAX (1,024)
+/// now marks the record corrupt; anything lower still recreates the topic.
+#[test]
+fn recovery_survives_a_queue_id_no_topic_may_have() {
+    for (queue_id, corrupt) in [(u32::MAX, 1), (1_024, 1), (1_023, 0)] {
+        let input = Input {
+            segment: record_at(0, queue_id, 0, b"q"),
+            ..Input::default()
+        };
+        eprintln!("engine_recover input: {}", hex(&input.to_bytes()));
+        let storage = build_disk(&input).unwrap();
+        let engine = Engine::open_with_storage(config(false), Arc::new(storage)).unwrap();
+        assert_eq!(
+            engine.recovery_report().corrupt_records,
+            corrupt,
+            "queue id {queue_id}"
+        );
     }
 }
 
