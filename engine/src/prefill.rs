@@ -2,7 +2,7 @@
 //!
 //! An fdatasync after writing into a hole of a sparse segment must also commit the new block
 //! allocation to the file system's journal; after writing over blocks that already hold zeros it
-//! writes only data. So with [`Prefill::On`](crate::config::Prefill) (the default in sync flush
+//! writes only data. So with [`Prefill::On`](crate::config::Prefill) (or `Auto` in sync flush
 //! mode) a background thread writes zeros ahead of the writer, with `O_DIRECT` on the real file
 //! system so that it leaves no dirty pages for the writer's fdatasync to flush. This is RocketMQ's
 //! "warmed mapped file" done incrementally: a fresh 1 GiB segment costs no time at start-up and

@@ -103,8 +103,8 @@ fn put_get_roundtrip_pwrite_sync() {
     put_get_roundtrip(c, None);
 }
 
-/// Zero-filling ahead of an async writer that runs flat out (they race for the same segment
-/// tail); sync mode with io_uring zero-fills by default, which `pwrite_sync` above covers too.
+/// Zero-filling (opt-in) ahead of a writer: async, where the writer runs flat out and races
+/// the filler for the same segment tail, and sync.
 #[test]
 fn put_get_roundtrip_prefill_racing_the_writer() {
     for flush_mode in [FlushMode::Async, FlushMode::Sync] {

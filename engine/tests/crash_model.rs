@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tern_engine::{
-    Engine, EngineConfig, FlushMode, GetRequest, GetStatus, Message, SimStorage, TearMode,
+    Engine, EngineConfig, FlushMode, GetRequest, GetStatus, Message, Prefill, SimStorage, TearMode,
 };
 
 const TOPICS: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -43,6 +43,9 @@ fn config(cq_entries_per_file: u64, mode: FlushMode) -> EngineConfig {
     c.flush_threshold_bytes = u64::MAX;
     c.write_buffer_bytes = 64 * 1024;
     c.default_queue_count = 3;
+    // Sync seeds also run the zero-filler beside the writer (off by default), so crashes land
+    // while it works too.
+    c.prefill = Prefill::Auto;
     c
 }
 

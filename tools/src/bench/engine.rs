@@ -96,8 +96,9 @@ pub struct EngineArgs {
     /// Write backend of the engine.
     #[arg(long, value_enum, default_value_t = BackendArg::IoUring)]
     pub backend: BackendArg,
-    /// Zero-fill the active segment ahead of the writer: auto = in sync mode only.
-    #[arg(long, value_enum, default_value_t = PrefillArg::Auto)]
+    /// Zero-fill the active segment ahead of the writer (auto = in sync mode only). Off by
+    /// default: it did not win on the machine it was measured on.
+    #[arg(long, value_enum, default_value_t = PrefillArg::Off)]
     pub prefill: PrefillArg,
     /// How long to put (e.g. 5s, 500ms). Default 5s unless --count is given.
     #[arg(long, value_parser = parse_duration)]
