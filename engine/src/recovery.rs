@@ -319,23 +319,23 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                     Some(q) => {
                         let next = q.next_offset.load(Ordering::Relaxed);
                         let qo = v.queue_offset();
-                        if qo > QUEUE_OFFSET_MAX {
-                            report.corrupt_records += 1;
-                            tracing::error!(
-                                offset = pos,
-                                topic = v.topic(),
-                                queue = v.queue_id(),
-                                queue_offset = qo,
-                                "record claims a queue offset beyond QUEUE_OFFSET_MAX; not indexed"
-                            );
+                        let refused = if qo > QUEUE_OFFSET_MAX {
+                            Some(
+                                "record claims a queue offset beyond QUEUE_OFFSET_MAX; not indexed",
+                            )
                         } else if qo < next {
+                            Some("record repeats a queue offset already indexed; not indexed again")
+                        } else {
+                            None
+                        };
+                        if let Some(why) = refused {
                             report.corrupt_records += 1;
                             tracing::error!(
                                 offset = pos,
                                 topic = v.topic(),
                                 queue = v.queue_id(),
                                 queue_offset = qo,
-                                "record repeats a queue offset already indexed; not indexed again"
+                                "{why}"
                             );
                         } else {
                             let key = Arc::as_ptr(&q);
