@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::read_all;
 use parking_lot::Mutex;
-use tern_quic::wire::PullRequest;
 use tern_quic::{Client, ClientConfig, Message, Producer, ProducerConfig};
 
 struct BrokerProcess {
@@ -101,37 +103,6 @@ impl BrokerProcess {
         let lines = self.lines.lock().clone();
         (status, lines)
     }
-}
-
-async fn read_all(client: &Client, topic: &str, queues: u32) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for q in 0..queues {
-        let mut offset = 0;
-        loop {
-            let r = client
-                .pull(&PullRequest {
-                    group: String::new(),
-                    topic: topic.into(),
-                    queue_id: q,
-                    offset,
-                    max_messages: 1024,
-                    max_bytes: 8 << 20,
-                    wait_ms: 0,
-                    expression: "*".into(),
-                })
-                .await
-                .unwrap();
-            for rec in &r.records {
-                let v = tern_engine::format::record::decode(rec).unwrap();
-                out.insert(String::from_utf8(v.body().to_vec()).unwrap());
-            }
-            if r.next_offset >= r.max_offset {
-                break;
-            }
-            offset = r.next_offset;
-        }
-    }
-    out
 }
 
 #[derive(Clone, Copy, Debug)]

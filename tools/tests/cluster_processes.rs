@@ -22,12 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use parking_lot::Mutex;
 use tern_nameserver::{
     create_topic_on_cluster, ClusterProducer, ClusterProducerConfig, FaultConfig, NameServerClient,
     RouteClient, RouteClientConfig,
 };
-use tern_quic::wire::PullRequest;
 use tern_quic::{Client, ClientConfig, Message, Trust};
 
 const CLUSTER: &str = "c1";
@@ -252,33 +253,7 @@ async fn read_back(info: &BrokerInfo) -> BTreeSet<String> {
     let mut cfg = template(&[&info.cert], "reader");
     cfg.addr = info.addr;
     let client = Client::connect(cfg).await.expect("connecting to read back");
-    let mut out = BTreeSet::new();
-    for queue_id in 0..QUEUES {
-        let mut offset = 0;
-        loop {
-            let r = client
-                .pull(&PullRequest {
-                    group: String::new(),
-                    topic: TOPIC.into(),
-                    queue_id,
-                    offset,
-                    max_messages: 1024,
-                    max_bytes: 8 << 20,
-                    wait_ms: 0,
-                    expression: "*".into(),
-                })
-                .await
-                .expect("pull");
-            for rec in &r.records {
-                let v = tern_engine::format::record::decode(rec).expect("record decodes");
-                out.insert(String::from_utf8(v.body().to_vec()).expect("utf-8 body"));
-            }
-            if r.next_offset >= r.max_offset || r.records.is_empty() {
-                break;
-            }
-            offset = r.next_offset;
-        }
-    }
+    let out = common::read_all(&client, TOPIC, QUEUES).await;
     client.close().await;
     out
 }
