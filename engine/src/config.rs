@@ -64,6 +64,11 @@ pub struct EngineConfig {
     pub flush_mode: FlushMode,
     /// Zero-fill the active segment ahead of the writer (default: off).
     pub prefill: Prefill,
+    /// Sync mode: after a group commit, how long (µs) the writer waits for the callers it just
+    /// acknowledged to put again before it writes the next batch; it stops waiting as soon as
+    /// all of them have. 0 writes whatever is pending at once. Only used when the last commit
+    /// acknowledged more than one caller.
+    pub sync_gather_us: u64,
     /// Async mode: longest time between flushes.
     pub flush_interval_ms: u64,
     /// Async mode: flush once this many bytes are unflushed.
@@ -122,6 +127,7 @@ impl EngineConfig {
             cq_entries_per_file: CQ_ENTRIES_PER_FILE_DEFAULT,
             flush_mode: FlushMode::Async,
             prefill: Prefill::Off,
+            sync_gather_us: SYNC_GATHER_US_DEFAULT,
             flush_interval_ms: FLUSH_INTERVAL_MS_DEFAULT,
             flush_threshold_bytes: FLUSH_THRESHOLD_BYTES_DEFAULT,
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
@@ -188,6 +194,12 @@ impl EngineConfig {
             return Err(Error::invalid(
                 "an interval of 0 ms",
                 "intervals are at least 1 ms",
+            ));
+        }
+        if self.sync_gather_us > SYNC_GATHER_US_MAX {
+            return Err(Error::invalid(
+                format!("sync_gather_us = {}", self.sync_gather_us),
+                "SYNC_GATHER_US_MAX (0..=10000 µs)",
             ));
         }
         if self.delay_levels_ms.is_empty() || self.delay_levels_ms.len() > DELAY_LEVELS_MAX {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::beacon::Beacon;
 use crate::clock::Clock;
 use crate::commitlog::CommitLog;
 use crate::config::{EngineConfig, FlushMode};
@@ -74,6 +75,11 @@ struct Appender {
     batch_no: u64,
     /// The writer is waiting for work.
     writer_idle: bool,
+    /// Sync mode: put calls in the batch being filled that will wait for it to be durable.
+    sync_calls: u32,
+    /// Sync mode: the writer is holding the next batch open until `sync_calls` reaches this
+    /// (the number of callers its last group commit woke), or a short deadline passes.
+    gather_until_calls: u32,
     /// Putters waiting for buffer space.
     putters_waiting: usize,
     closing: bool,
@@ -181,8 +187,11 @@ pub(crate) struct Shared {
     pub(crate) written_pos: AtomicU64,
     pub(crate) durable_pos: AtomicU64,
     pub(crate) dispatched_pos: AtomicU64,
-    durable_lock: Mutex<()>,
-    durable_cv: Condvar,
+    /// Signalled whenever `durable_pos` moves, or the engine fails (putters in sync mode sleep
+    /// on it).
+    durable_moved: Beacon,
+    /// Signalled whenever `dispatched_pos` moves, or the engine fails (`flush`, `wait_written`).
+    dispatched_moved: Beacon,
     flusher_lock: Mutex<bool>,
     flusher_cv: Condvar,
     arrival_lock: Mutex<()>,
@@ -394,6 +403,8 @@ impl Engine {
                 dispatch_queues: Vec::new(),
                 batch_no: 0,
                 writer_idle: false,
+                sync_calls: 0,
+                gather_until_calls: 0,
                 putters_waiting: 0,
                 closing: false,
                 flush_requested: false,
@@ -406,8 +417,8 @@ impl Engine {
             written_pos: AtomicU64::new(0),
             durable_pos: AtomicU64::new(0),
             dispatched_pos: AtomicU64::new(0),
-            durable_lock: Mutex::new(()),
-            durable_cv: Condvar::new(),
+            durable_moved: Beacon::default(),
+            dispatched_moved: Beacon::default(),
             flusher_lock: Mutex::new(false),
             flusher_cv: Condvar::new(),
             arrival_lock: Mutex::new(()),
@@ -1122,10 +1133,8 @@ impl Shared {
         }
         self.failed_flag.store(true, Ordering::Release);
         drop(f);
-        {
-            let _g = self.durable_lock.lock();
-            self.durable_cv.notify_all();
-        }
+        self.durable_moved.signal();
+        self.dispatched_moved.signal();
         let _app = self.appender.lock();
         self.space_cv.notify_all();
     }
@@ -1245,7 +1254,12 @@ impl Shared {
             app.puts += 1;
             app.put_bytes += size as u64;
         }
-        if app.writer_idle {
+        if self.config.flush_mode == FlushMode::Sync {
+            app.sync_calls += 1;
+        }
+        if app.writer_idle
+            && (app.gather_until_calls == 0 || app.sync_calls >= app.gather_until_calls)
+        {
             app.writer_idle = false;
             self.appender_cv.notify_one();
         }
@@ -1253,28 +1267,21 @@ impl Shared {
     }
 
     fn wait_durable(&self, end: u64) -> Result<()> {
-        if self.durable_pos.load(Ordering::Acquire) >= end {
-            return Ok(());
-        }
-        let mut g = self.durable_lock.lock();
-        loop {
+        self.durable_moved.wait_until(|| {
             if self.durable_pos.load(Ordering::Acquire) >= end {
-                return Ok(());
+                return Ok(true);
             }
-            self.check_failed()?;
-            self.durable_cv.wait(&mut g);
-        }
+            self.check_failed().map(|()| false)
+        })
     }
 
     fn wait_dispatched(&self, end: u64) -> Result<()> {
-        let mut g = self.durable_lock.lock();
-        loop {
+        self.dispatched_moved.wait_until(|| {
             if self.dispatched_pos.load(Ordering::Acquire) >= end {
-                return Ok(());
+                return Ok(true);
             }
-            self.check_failed()?;
-            self.durable_cv.wait(&mut g);
-        }
+            self.check_failed().map(|()| false)
+        })
     }
 
     /// Ask the writer to write and sync everything appended so far; returns the target offset.
@@ -1298,9 +1305,39 @@ impl Shared {
         let mut spare: Vec<u8> = Vec::with_capacity(self.config.write_buffer_bytes);
         let mut dispatch: Vec<Dispatch> = Vec::new();
         let mut dispatch_queues: Vec<Arc<ConsumeQueue>> = Vec::new();
+        let sync_mode = self.config.flush_mode == FlushMode::Sync;
+        let gather = Duration::from_micros(self.config.sync_gather_us);
+        // Put calls the last group commit woke, and when.
+        let mut woken_calls = 0u32;
+        let mut woken_at = Instant::now();
+        // The gather deadline is tens of µs: without this the kernel may fire the timer up to
+        // 50 µs late (the default slack).
+        // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
+        }
         loop {
-            let (start, sync_now, closing) = {
+            let (start, sync_now, closing, calls) = {
                 let mut app = self.appender.lock();
+                if sync_mode && woken_calls > 1 && gather > Duration::ZERO {
+                    // Hold the batch open for the callers the last commit woke (see
+                    // `EngineConfig::sync_gather_us`); a putter that completes the count, or
+                    // the deadline, ends the wait.
+                    let deadline = woken_at + gather;
+                    app.gather_until_calls = woken_calls;
+                    while app.sync_calls < woken_calls
+                        && !app.closing
+                        && !app.flush_requested
+                        && app.putters_waiting == 0
+                    {
+                        app.writer_idle = true;
+                        if self.appender_cv.wait_until(&mut app, deadline).timed_out() {
+                            break;
+                        }
+                    }
+                    app.gather_until_calls = 0;
+                    app.writer_idle = false;
+                }
                 while app.buf.is_empty() && !app.closing && !app.flush_requested {
                     app.writer_idle = true;
                     self.appender_cv.wait(&mut app);
@@ -1318,7 +1355,8 @@ impl Shared {
                 if app.putters_waiting > 0 {
                     self.space_cv.notify_all();
                 }
-                (start, flush, app.closing)
+                let calls = std::mem::take(&mut app.sync_calls);
+                (start, flush, app.closing, calls)
             };
             if self.failed_flag.load(Ordering::Acquire) {
                 spare.clear();
@@ -1340,6 +1378,8 @@ impl Shared {
                 // sync_commitlog already stopped appends; nothing is published.
             } else {
                 let end = start + spare.len() as u64;
+                woken_calls = calls;
+                woken_at = Instant::now();
                 self.dispatch(&dispatch, &dispatch_queues, end);
             }
             spare.clear();
@@ -1404,11 +1444,9 @@ impl Shared {
     }
 
     fn set_durable(&self, pos: u64) {
-        let _g = self.durable_lock.lock();
-        if pos > self.durable_pos.load(Ordering::Acquire) {
-            self.durable_pos.store(pos, Ordering::Release);
-        }
-        self.durable_cv.notify_all();
+        // The writer (sync mode) and the flusher (async mode) both raise it; never lower it.
+        self.durable_pos.fetch_max(pos, Ordering::AcqRel);
+        self.durable_moved.signal();
     }
 
     /// Write the consume-queue entries of a written (or synced) batch and publish them.
@@ -1447,11 +1485,8 @@ impl Shared {
                 l(queue.topic(), queue.queue_id(), max);
             }
         }
-        {
-            let _g = self.durable_lock.lock();
-            self.dispatched_pos.store(end, Ordering::Release);
-            self.durable_cv.notify_all();
-        }
+        self.dispatched_pos.store(end, Ordering::Release);
+        self.dispatched_moved.signal();
         if self.arrival_waiters.load(Ordering::SeqCst) > 0 {
             let _g = self.arrival_lock.lock();
             self.arrival_cv.notify_all();

@@ -27,6 +27,7 @@
 //!
 //! On-disk formats are documented byte by byte in `docs/FORMAT.md` and in [`format`].
 
+mod beacon;
 pub mod cleaner;
 pub mod clock;
 pub mod commitlog;

@@ -100,6 +100,16 @@ pub struct EngineArgs {
     /// default: it did not win on the machine it was measured on.
     #[arg(long, value_enum, default_value_t = PrefillArg::Off)]
     pub prefill: PrefillArg,
+    /// Sync mode: how long (µs) the writer holds the next batch open for the callers its last
+    /// group commit woke (engine default when not given; 0 = write at once).
+    #[arg(long, value_name = "MICROS")]
+    pub sync_gather_us: Option<u64>,
+    /// Async mode: flush at least this often (engine default when not given).
+    #[arg(long, value_name = "MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Async mode: flush once this many bytes are unflushed (engine default when not given).
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    pub flush_threshold: Option<u64>,
     /// How long to put (e.g. 5s, 500ms). Default 5s unless --count is given.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -407,6 +417,15 @@ fn engine_config(args: &EngineArgs, dir: &Path) -> EngineConfig {
         PrefillArg::Off => Prefill::Off,
     };
     config.default_queue_count = args.queues;
+    if let Some(us) = args.sync_gather_us {
+        config.sync_gather_us = us;
+    }
+    if let Some(ms) = args.flush_interval_ms {
+        config.flush_interval_ms = ms;
+    }
+    if let Some(bytes) = args.flush_threshold {
+        config.flush_threshold_bytes = bytes;
+    }
     config
 }
 
@@ -430,6 +449,7 @@ fn run_engine_phases(
         "flush_mode": format!("{:?}", config.flush_mode),
         "flush_interval_ms": config.flush_interval_ms,
         "flush_threshold_bytes": config.flush_threshold_bytes,
+        "sync_gather_us": config.sync_gather_us,
         "checkpoint_interval_ms": config.checkpoint_interval_ms,
         "write_buffer_bytes": config.write_buffer_bytes,
         "backend_requested": format!("{:?}", config.backend),
