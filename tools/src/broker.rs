@@ -49,7 +49,8 @@ pub struct BrokerArgs {
     /// Flush mode [default: async].
     #[arg(long, value_enum)]
     pub flush: Option<Flush>,
-    /// TOML file with any of: data, quic, flush, flush_interval_ms, segment_size_bytes, cert,
+    /// TOML file with any of: data, quic, flush, flush_interval_ms, sync_gather_us,
+    /// segment_size_bytes, cert,
     /// key, token, member_timeout_ms, frame_body_bytes_max, pending_pulls_max,
     /// streams_per_connection_max, udp_socket_buffer_bytes.
     #[arg(long)]
@@ -117,6 +118,7 @@ struct FileConfig {
     quic: Option<SocketAddr>,
     flush: Option<Flush>,
     flush_interval_ms: Option<u64>,
+    sync_gather_us: Option<u64>,
     segment_size_bytes: Option<u64>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -193,6 +195,9 @@ fn resolve(args: &BrokerArgs) -> anyhow::Result<Resolved> {
     };
     if let Some(ms) = file.flush_interval_ms {
         engine.flush_interval_ms = ms;
+    }
+    if let Some(us) = file.sync_gather_us {
+        engine.sync_gather_us = us;
     }
     if let Some(b) = file.segment_size_bytes {
         engine.segment_size_bytes = b;
@@ -432,7 +437,8 @@ mod tests {
         let path = dir.path().join("b.toml");
         std::fs::write(
             &path,
-            "data = \"/tmp/x\"\nquic = \"127.0.0.1:7200\"\nflush = \"sync\"\nmember_timeout_ms = 2000\n",
+            "data = \"/tmp/x\"\nquic = \"127.0.0.1:7200\"\nflush = \"sync\"\nmember_timeout_ms = 2000\n\
+             sync_gather_us = 20\n",
         )
         .unwrap();
         let args = BrokerArgs {
@@ -457,6 +463,7 @@ mod tests {
         assert_eq!(r.data, dir.path().join("d"));
         assert_eq!(r.broker.listen.port(), 7200);
         assert_eq!(r.engine.flush_mode, FlushMode::Sync);
+        assert_eq!(r.engine.sync_gather_us, 20);
         assert_eq!(r.broker.member_timeout, Duration::from_secs(2));
         assert!(r.broker.token.is_none());
     }
