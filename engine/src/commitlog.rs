@@ -151,7 +151,7 @@ impl CommitLog {
             .storage
             .open(&path, true)
             .map_err(|e| Error::io(ctx("creating"), e))?;
-        file.set_len(self.segment_size)
+        file.allocate(self.segment_size)
             .map_err(|e| Error::io(ctx("pre-allocating"), e))?;
         file.sync_data().map_err(|e| Error::io(ctx("syncing"), e))?;
         self.storage

@@ -35,7 +35,7 @@ pub enum Prefill {
     Auto,
     /// Always.
     On,
-    /// Never: segments stay sparse until written.
+    /// Never: the unwritten part of a segment stays a hole or unwritten extent until written.
     #[default]
     Off,
 }

@@ -1,8 +1,8 @@
 //! Zero-filling the active segment a little ahead of the writer.
 //!
-//! An fdatasync after writing into a hole of a sparse segment must also commit the new block
-//! allocation to the file system's journal; after writing over blocks that already hold zeros it
-//! writes only data. So with [`Prefill::On`](crate::config::Prefill) (or `Auto` in sync flush
+//! An fdatasync after writing into a hole or an unwritten (fallocated) extent of a segment must
+//! also commit the block allocation or extent conversion to the file system's journal; after
+//! writing over blocks that already hold zeros it writes only data. So with [`Prefill::On`](crate::config::Prefill) (or `Auto` in sync flush
 //! mode) a background thread writes zeros ahead of the writer, with `O_DIRECT` on the real file
 //! system so that it leaves no dirty pages for the writer's fdatasync to flush. This is RocketMQ's
 //! "warmed mapped file" done incrementally: a fresh 1 GiB segment costs no time at start-up and

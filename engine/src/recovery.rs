@@ -218,7 +218,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                     "extending a short last segment to {want} bytes"
                 );
             }
-            file.set_len(want)
+            file.allocate(want)
                 .map_err(|e| Error::io("pre-allocating a segment", e))?;
             want
         } else {
@@ -438,7 +438,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                     .set_len(end - seg.start())
                     .map_err(|e| Error::io(ctx(), e))?;
                 seg.file()
-                    .set_len(seg.size())
+                    .allocate(seg.size())
                     .map_err(|e| Error::io(ctx(), e))?;
             }
         }

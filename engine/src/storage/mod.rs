@@ -44,6 +44,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Set the file's length (new bytes read as zero).
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Set a new file's length to `len` with its disk blocks reserved up front, so that later
+    /// writes and their fdatasyncs need not allocate (new bytes read as zero). The default is
+    /// [`StorageFile::set_len`]; real files use `fallocate` where the file system supports it.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
     /// The file's length.
     fn len(&self) -> io::Result<u64>;
     /// True when the file is empty.
@@ -52,10 +58,6 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
     /// Map the file's current length read-only. The length must not shrink while mapped.
     fn map(&self) -> io::Result<Mapping>;
-    /// The first range at or after `from` that may hold data, as `(start, end)`; `None` when
-    /// everything from `from` on is a hole (reads as zero without being stored). Lets recovery
-    /// skip the unwritten tail of a pre-allocated segment without reading it. The default
-    /// claims everything up to the file's length may hold data, which is always correct.
     /// Write zeros over `[offset, offset + len)` and make them durable, so later writes there
     /// overwrite allocated blocks and their fdatasync need not commit an allocation. The caller
     /// guarantees no one else writes that range meanwhile. The default writes through
@@ -70,6 +72,10 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         }
         self.sync_data()
     }
+    /// The first range at or after `from` that may hold data, as `(start, end)`; `None` when
+    /// everything from `from` on is a hole (reads as zero without being stored). Lets recovery
+    /// skip the unwritten tail of a pre-allocated segment without reading it. The default
+    /// claims everything up to the file's length may hold data, which is always correct.
     fn data_after(&self, from: u64) -> io::Result<Option<(u64, u64)>> {
         let len = self.len()?;
         Ok((from < len).then_some((from, len)))
