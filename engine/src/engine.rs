@@ -171,12 +171,27 @@ pub struct StatsSnapshot {
     pub checkpoints: u64,
 }
 
+/// Source of `Shared::id`.
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The topic this thread last put to: (engine id, `topics_gen` when cached, the topic). A
+    /// put to the same topic skips the map's lock, hash and probe. Weak, so a closed engine's
+    /// queues are not kept open by a thread that once put to it.
+    static LAST_TOPIC: std::cell::RefCell<Option<(u64, u64, std::sync::Weak<Topic>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) commitlog: CommitLog,
     pub(crate) topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    /// Bumped after every change to `topics`: a thread's cached topic is good only while it holds.
+    topics_gen: AtomicU64,
+    /// Distinct per engine in this process (keys the per-thread topic cache).
+    id: u64,
     topics_write: Mutex<()>,
     offsets: Mutex<BTreeMap<OffsetKey, u64>>,
     offsets_dirty: AtomicBool,
@@ -391,6 +406,8 @@ impl Engine {
             storage: storage.clone(),
             commitlog,
             topics: RwLock::new(HashMap::new()),
+            topics_gen: AtomicU64::new(0),
+            id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             topics_write: Mutex::new(()),
             offsets: Mutex::new(offsets),
             offsets_dirty: AtomicBool::new(false),
@@ -930,6 +947,18 @@ impl Drop for Engine {
     }
 }
 
+/// Queue `queue_id` of `topic`, or the typed out-of-range error.
+fn queue_of(topic: &Topic, queue_id: u32) -> Result<&Arc<ConsumeQueue>> {
+    topic
+        .queues
+        .get(queue_id as usize)
+        .ok_or_else(|| Error::QueueOutOfRange {
+            topic: topic.name.to_string(),
+            queue_id,
+            queue_count: topic.queues.len() as u32,
+        })
+}
+
 impl Shared {
     /// Validate, route (delays go to the schedule topics), sequence and (in sync mode) wait
     /// for durability; system topics allowed.
@@ -962,11 +991,14 @@ impl Shared {
         self.check_disk()?;
         let now = self.clock.now_ms();
         let st = crate::schedule::stage(self, msg, now)?;
-        let queue = self.check_staged(&st)?;
+        self.check_record(&st)?;
+        // The topic stays referenced for the append; its queue is borrowed, not cloned.
+        let topic = self.topic_for_put(&st.msg.topic)?;
+        let queue = queue_of(&topic, st.msg.queue_id)?;
         let mut result = None;
         self.append(
             std::slice::from_ref(&st),
-            std::slice::from_ref(&queue),
+            std::slice::from_ref(queue),
             now,
             |r| result = Some(r),
         )?;
@@ -977,6 +1009,12 @@ impl Shared {
 
     /// Validate a staged message and find (or create) its queue.
     fn check_staged(&self, st: &Staged<'_>) -> Result<Arc<ConsumeQueue>> {
+        self.check_record(st)?;
+        self.queue_for_put(&st.msg.topic, st.msg.queue_id)
+    }
+
+    /// Validate a staged message and check its record fits.
+    fn check_record(&self, st: &Staged<'_>) -> Result<()> {
         let msg = &*st.msg;
         validate_message(msg, self.config.body_bytes_max)?;
         let size = record_size(msg);
@@ -988,7 +1026,7 @@ impl Shared {
                 "segment_size_bytes / write_buffer_bytes",
             ));
         }
-        self.queue_for_put(&msg.topic, msg.queue_id)
+        Ok(())
     }
 
     fn wait_if_sync(&self, last: &PutResult) -> Result<()> {
@@ -1033,7 +1071,11 @@ impl Shared {
             name: name.clone(),
             queues,
         });
-        self.topics.write().insert(name, topic.clone());
+        {
+            let mut topics = self.topics.write();
+            topics.insert(name, topic.clone());
+            self.topics_gen.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(topic)
     }
 
@@ -1070,7 +1112,9 @@ impl Shared {
         }
         self.install_topic(name, queue_count)?;
         if let Err(e) = self.persist_topics() {
-            self.topics.write().remove(name);
+            let mut topics = self.topics.write();
+            topics.remove(name);
+            self.topics_gen.fetch_add(1, Ordering::AcqRel);
             return Err(e);
         }
         Ok(())
@@ -1081,40 +1125,56 @@ impl Shared {
         let t = topics.get(topic).ok_or_else(|| Error::TopicNotFound {
             topic: topic.to_owned(),
         })?;
-        t.queues
-            .get(queue_id as usize)
-            .cloned()
-            .ok_or_else(|| Error::QueueOutOfRange {
+        queue_of(t, queue_id).cloned()
+    }
+
+    /// The topic named `name`, through this thread's one-entry cache.
+    fn lookup_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        let gen = self.topics_gen.load(Ordering::Acquire);
+        let cached = LAST_TOPIC.with(|c| match &*c.borrow() {
+            Some((id, g, topic)) if *id == self.id && *g == gen => {
+                topic.upgrade().filter(|t| &*t.name == name)
+            }
+            _ => None,
+        });
+        if cached.is_some() {
+            return cached;
+        }
+        // `gen` was read before the map: if the map changes after it, the entry is stale at
+        // once and the next lookup misses.
+        let topic = self.topics.read().get(name).cloned()?;
+        LAST_TOPIC.with(|c| *c.borrow_mut() = Some((self.id, gen, Arc::downgrade(&topic))));
+        Some(topic)
+    }
+
+    /// The topic a put goes to, created first when automatic creation allows.
+    pub(crate) fn topic_for_put(&self, topic: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.lookup_topic(topic) {
+            return Ok(t);
+        }
+        names::check_any_topic(topic)?;
+        if self.config.auto_create_topics || topic.starts_with('%') {
+            let count = if topic == names::SCHEDULE_TOPIC {
+                self.config.delay_levels_ms.len() as u32
+            } else if topic == names::TIMER_TOPIC
+                || topic.starts_with(names::DLQ_PREFIX)
+                || topic.starts_with(names::RETRY_PREFIX)
+            {
+                1
+            } else {
+                self.config.default_queue_count
+            };
+            self.create_topic(topic, count)?;
+        }
+        self.lookup_topic(topic)
+            .ok_or_else(|| Error::TopicNotFound {
                 topic: topic.to_owned(),
-                queue_id,
-                queue_count: t.queues.len() as u32,
             })
     }
 
     pub(crate) fn queue_for_put(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
-        match self.queue(topic, queue_id) {
-            Err(Error::TopicNotFound { .. }) => names::check_any_topic(topic)?,
-            other => return other,
-        }
-        match self.queue(topic, queue_id) {
-            Err(Error::TopicNotFound { .. })
-                if self.config.auto_create_topics || topic.starts_with('%') =>
-            {
-                let count = if topic == names::SCHEDULE_TOPIC {
-                    self.config.delay_levels_ms.len() as u32
-                } else if topic == names::TIMER_TOPIC
-                    || topic.starts_with(names::DLQ_PREFIX)
-                    || topic.starts_with(names::RETRY_PREFIX)
-                {
-                    1
-                } else {
-                    self.config.default_queue_count
-                };
-                self.create_topic(topic, count)?;
-                self.queue(topic, queue_id)
-            }
-            other => other,
-        }
+        let t = self.topic_for_put(topic)?;
+        queue_of(&t, queue_id).cloned()
     }
 
     pub(crate) fn check_failed(&self) -> Result<()> {

@@ -26,10 +26,12 @@ fn check_plain(kind: &str, name: &str) -> Result<()> {
             "NAME_BYTES_MAX (1..=127 bytes of [A-Za-z0-9_-])",
         ));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    // Bytes, not chars: every allowed character is ASCII, and this runs on every put.
+    if let Some(at) = name
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
     {
+        let bad = name[at..].chars().next().unwrap_or('?');
         let what = if name.starts_with('%') {
             format!("{kind} name {name:?} starts with '%', which is reserved for system topics")
         } else {

@@ -198,3 +198,45 @@ fn sync_gather_above_its_limit_is_refused() {
     let err = Engine::open_with_storage(config, Arc::new(SimStorage::new())).unwrap_err();
     assert!(err.to_string().contains("sync_gather_us"), "{err}");
 }
+
+/// A thread remembers the topic it last put to; with two engines holding topics of the same
+/// name, each put still lands in its own engine's topic.
+#[test]
+fn two_engines_with_a_same_named_topic_in_one_thread_stay_apart() {
+    let a =
+        Engine::open_with_storage(EngineConfig::new("/a"), Arc::new(SimStorage::new())).unwrap();
+    let b =
+        Engine::open_with_storage(EngineConfig::new("/b"), Arc::new(SimStorage::new())).unwrap();
+    a.create_topic("t", 2).unwrap();
+    b.create_topic("t", 4).unwrap();
+    for round in 0..3u64 {
+        assert_eq!(
+            a.put(&Message::new("t", 1, "x", b"a".to_vec()))
+                .unwrap()
+                .queue_offset,
+            round
+        );
+        assert_eq!(
+            b.put(&Message::new("t", 3, "x", b"b".to_vec()))
+                .unwrap()
+                .queue_offset,
+            round
+        );
+        assert!(matches!(
+            a.put(&Message::new("t", 3, "x", b"a".to_vec())),
+            Err(Error::QueueOutOfRange { queue_count: 2, .. })
+        ));
+    }
+    a.wait_written().unwrap();
+    b.wait_written().unwrap();
+    assert_eq!(a.queue_offsets("t", 1).unwrap().1, 3);
+    assert_eq!(b.queue_offsets("t", 3).unwrap().1, 3);
+    // A topic created after the thread cached another one is found too.
+    a.put(&Message::new("u", 0, "x", b"u".to_vec())).unwrap();
+    assert_eq!(
+        a.put(&Message::new("t", 1, "x", b"a".to_vec()))
+            .unwrap()
+            .queue_offset,
+        3
+    );
+}
