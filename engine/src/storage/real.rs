@@ -375,6 +375,13 @@ impl StorageFile for RealFile {
             match err.raw_os_error() {
                 // File systems without fallocate: a sparse file works the same, only slower.
                 Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {}
+                // Too little free space to reserve the whole file: go on sparse, as before
+                // reservation existed; the disk-use watermarks refuse puts before it fills.
+                Some(libc::ENOSPC) => tracing::warn!(
+                    "not enough free space to reserve {len} bytes for {}; continuing without \
+                     the reservation",
+                    self.path.display()
+                ),
                 _ => return Err(err),
             }
         }
