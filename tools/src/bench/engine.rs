@@ -101,13 +101,13 @@ pub struct EngineArgs {
     #[arg(long, value_enum, default_value_t = PrefillArg::Off)]
     pub prefill: PrefillArg,
     /// Sync mode: how long (µs) the writer holds the next batch open for the callers its last
-    /// group commit woke (engine default when not given; 0 = write at once).
+    /// group commit woke [engine default: 50; 0 = write at once].
     #[arg(long, value_name = "MICROS")]
     pub sync_gather_us: Option<u64>,
-    /// Async mode: flush at least this often (engine default when not given).
+    /// Async mode: flush at least this often [engine default: 500].
     #[arg(long, value_name = "MS")]
     pub flush_interval_ms: Option<u64>,
-    /// Async mode: flush once this many bytes are unflushed (engine default when not given).
+    /// Async mode: flush once this many bytes are unflushed [engine default: 64MiB].
     #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
     pub flush_threshold: Option<u64>,
     /// How long to put (e.g. 5s, 500ms). Default 5s unless --count is given.
@@ -1177,6 +1177,15 @@ fn print_engine(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--help` names the engine's defaults; keep them in step with `tern_engine::limits`.
+    #[test]
+    fn help_states_the_engine_defaults() {
+        use tern_engine::limits::*;
+        assert_eq!(SYNC_GATHER_US_DEFAULT, 50);
+        assert_eq!(FLUSH_INTERVAL_MS_DEFAULT, 500);
+        assert_eq!(FLUSH_THRESHOLD_BYTES_DEFAULT, 64 << 20);
+    }
 
     #[test]
     fn weighted_lists_parse() {
