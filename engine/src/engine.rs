@@ -1327,17 +1327,17 @@ impl Shared {
     }
 
     fn wait_durable(&self, end: u64) -> Result<()> {
-        self.durable_moved.wait_until(|| {
-            if self.durable_pos.load(Ordering::Acquire) >= end {
-                return Ok(true);
-            }
-            self.check_failed().map(|()| false)
-        })
+        self.wait_for(&self.durable_moved, &self.durable_pos, end)
     }
 
     fn wait_dispatched(&self, end: u64) -> Result<()> {
-        self.dispatched_moved.wait_until(|| {
-            if self.dispatched_pos.load(Ordering::Acquire) >= end {
+        self.wait_for(&self.dispatched_moved, &self.dispatched_pos, end)
+    }
+
+    /// Block until `pos` reaches `end` (woken by `beacon`), or the engine fails.
+    fn wait_for(&self, beacon: &Beacon, pos: &AtomicU64, end: u64) -> Result<()> {
+        beacon.wait_until(|| {
+            if pos.load(Ordering::Acquire) >= end {
                 return Ok(true);
             }
             self.check_failed().map(|()| false)
@@ -1431,10 +1431,10 @@ impl Shared {
                 let at = (d.entry.commitlog_offset.get() - start) as usize;
                 record::seal(&mut spare[at..at + d.entry.size.get() as usize]);
             }
-            let linked_sync = self.config.flush_mode == FlushMode::Sync;
-            if let Err(e) = self.write_batch(start, &spare, linked_sync) {
+            // Sync mode links the fdatasync to the write; async syncs only when a flush was asked.
+            if let Err(e) = self.write_batch(start, &spare, sync_mode) {
                 self.fail(&e);
-            } else if sync_now && !linked_sync && self.sync_commitlog().is_err() {
+            } else if sync_now && !sync_mode && self.sync_commitlog().is_err() {
                 // sync_commitlog already stopped appends; nothing is published.
             } else {
                 let end = start + spare.len() as u64;

@@ -474,12 +474,19 @@ mod tests {
 
     extern "C" fn ignore_signal(_: libc::c_int) {}
 
-    /// `data_after` skips the hole of a pre-allocated file and finds data written past it.
+    /// A new file `seg` in a fresh temporary directory (kept alive by the returned guard).
+    fn scratch_file() -> (tempfile::TempDir, Arc<dyn StorageFile>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FsStorage::new(WriteBackend::Pwrite)
+            .open(&dir.path().join("seg"), true)
+            .unwrap();
+        (dir, file)
+    }
+
+    /// `allocate` sets the length, reads back zeros around what is written, and reserves blocks.
     #[test]
     fn allocate_reserves_a_zero_file_of_the_asked_length() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = FsStorage::new(WriteBackend::Pwrite);
-        let file = storage.open(&dir.path().join("seg"), true).unwrap();
+        let (dir, file) = scratch_file();
         file.allocate(8 << 20).unwrap();
         assert_eq!(file.len().unwrap(), 8 << 20);
         file.write_at(4096, &[7; 100]).unwrap();
@@ -498,11 +505,10 @@ mod tests {
         );
     }
 
+    /// `data_after` skips the hole of a pre-allocated file and finds data written past it.
     #[test]
     fn data_after_skips_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = FsStorage::new(WriteBackend::Pwrite);
-        let file = storage.open(&dir.path().join("seg"), true).unwrap();
+        let (_dir, file) = scratch_file();
         file.set_len(64 << 20).unwrap();
         file.write_at(0, &[1; 100]).unwrap();
         let (start, end) = file.data_after(0).unwrap().expect("data at 0");
