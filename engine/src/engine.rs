@@ -1381,9 +1381,12 @@ impl Shared {
                 let mut app = self.appender.lock();
                 if sync_mode && woken_calls > 1 && gather > Duration::ZERO {
                     // Hold the batch open for the callers the last commit woke (see
-                    // `EngineConfig::sync_gather_us`); a putter that completes the count, or
-                    // the deadline, ends the wait.
-                    let deadline = woken_at + gather;
+                    // `EngineConfig::sync_gather_us`): a putter that completes the count ends
+                    // the wait; so does a whole gather period in which none of them put again,
+                    // or `SYNC_GATHER_PERIODS_MAX` periods in all.
+                    let cap = woken_at + gather * SYNC_GATHER_PERIODS_MAX;
+                    let mut deadline = woken_at + gather;
+                    let mut seen = app.sync_calls;
                     app.gather_until_calls = woken_calls;
                     while app.sync_calls < woken_calls
                         && !app.closing
@@ -1392,7 +1395,13 @@ impl Shared {
                     {
                         app.writer_idle = true;
                         if self.appender_cv.wait_until(&mut app, deadline).timed_out() {
-                            break;
+                            if app.sync_calls == seen || deadline >= cap {
+                                break;
+                            }
+                            // Re-puts are still arriving (2 cores wake 16 callers one after
+                            // another): give the rest another period.
+                            seen = app.sync_calls;
+                            deadline = (deadline + gather).min(cap);
                         }
                     }
                     app.gather_until_calls = 0;

@@ -44,10 +44,16 @@ pub const FLUSH_INTERVAL_MS_DEFAULT: u64 = 500;
 /// Async mode: flush once this many bytes are written but not yet flushed.
 pub const FLUSH_THRESHOLD_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Sync mode: after a group commit, how long (µs) the writer holds the next batch open while
-/// the callers it just woke put again. Measured with `tern bench engine --flush sync --threads 16`
-/// on 2 cores: without it the writer took the first few re-puts, the rest waited a whole extra
+/// the callers it just woke put again; the hold is renewed while they keep arriving (see
+/// [`SYNC_GATHER_PERIODS_MAX`]). Measured with `tern bench engine --flush sync --threads 16` on
+/// 2 cores: without it the writer took the first few re-puts, the rest waited a whole extra
 /// fdatasync, and the ack p99 was 1.5× higher.
 pub const SYNC_GATHER_US_DEFAULT: u64 = 50;
+/// Sync mode: the writer renews the gather period while woken callers keep putting again, up to
+/// this many periods in all. On 2 cores 16 woken callers take 50–100 µs to all put again; a fixed
+/// 50 µs hold left 2–3% of them to wait a whole extra fdatasync, which set the ack p99
+/// (`--sync-gather-us 50`: p99 495–499 µs, 15.1–15.6 puts per fdatasync; 100: 365–374 µs, 16.0).
+pub const SYNC_GATHER_PERIODS_MAX: u32 = 8;
 /// Longest gather accepted (10 ms): beyond that it only adds latency.
 pub const SYNC_GATHER_US_MAX: u64 = 10_000;
 /// How often consume queues are synced and the checkpoint advanced.
