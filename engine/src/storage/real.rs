@@ -169,6 +169,12 @@ impl Storage for FsStorage {
     }
 }
 
+/// A write completion that means "not done, submit again": cancelled (io_uring cancels the rest
+/// of a request chain, or requests of a task interrupted by a signal) or interrupted.
+fn is_retryable(res: i32) -> bool {
+    res == -libc::ECANCELED || res == -libc::EINTR || res == -libc::EAGAIN
+}
+
 /// Submit pending entries and wait for `want` completions. A signal can end the wait early:
 /// io_uring_enter then returns the number submitted with fewer completions posted, or EINTR when
 /// there was nothing to submit. Callers loop until they have every completion they need; an
@@ -250,7 +256,11 @@ impl RealFile {
                     let res = cqe.result();
                     match cqe.user_data() {
                         1 => {
-                            written = Some(if res < 0 {
+                            written = Some(if is_retryable(res) {
+                                // Not carried out (a signal reached the worker, or the ring
+                                // cancelled it): the caller writes it again.
+                                Err(io::ErrorKind::Interrupted.into())
+                            } else if res < 0 {
                                 Err(io::Error::from_raw_os_error(-res))
                             } else {
                                 Ok(res as usize)
@@ -303,6 +313,17 @@ impl RealFile {
         })
     }
 
+    /// `uring_sync`, submitted again when it was cancelled or interrupted before it ran (never
+    /// after a real error: a failed fdatasync is not retried).
+    fn uring_sync_retrying(&self) -> io::Result<()> {
+        loop {
+            match self.uring_sync() {
+                Err(e) if e.raw_os_error().is_some_and(|c| is_retryable(-c)) => continue,
+                other => return other,
+            }
+        }
+    }
+
     fn write_all(&self, mut offset: u64, mut buf: &[u8], sync: bool) -> io::Result<()> {
         match self.backend {
             WriteBackend::Pwrite => {
@@ -318,7 +339,10 @@ impl RealFile {
             WriteBackend::IoUring => {
                 let mut synced = false;
                 while !buf.is_empty() {
-                    let (n, did_sync) = self.uring_write(offset, buf, sync)?;
+                    let (n, did_sync) = match self.uring_write(offset, buf, sync) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => other?,
+                    };
                     if n == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::WriteZero,
@@ -330,7 +354,7 @@ impl RealFile {
                     synced = did_sync && buf.is_empty();
                 }
                 if sync && !synced {
-                    self.uring_sync()?;
+                    self.uring_sync_retrying()?;
                 }
                 Ok(())
             }
@@ -354,7 +378,7 @@ impl StorageFile for RealFile {
     fn sync_data(&self) -> io::Result<()> {
         match self.backend {
             WriteBackend::Pwrite => self.file.sync_data(),
-            WriteBackend::IoUring => self.uring_sync(),
+            WriteBackend::IoUring => self.uring_sync_retrying(),
         }
     }
 
