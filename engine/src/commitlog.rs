@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::format::{self, record};
+use crate::prefill::Preparer;
 use crate::storage::{list_or_empty, Mapping, Storage, StorageFile};
 
 /// A segment file found on disk: (start offset, file, length).
@@ -140,20 +141,29 @@ impl CommitLog {
         Ok(seg)
     }
 
-    /// Create, pre-allocate and map a new segment starting at `start`.
-    pub(crate) fn create(&self, start: u64) -> Result<Arc<Segment>> {
+    /// Create, pre-allocate and map a new segment starting at `start`: from the preparer's
+    /// zero-filled file when it has one ready, else a new file.
+    pub(crate) fn create(&self, start: u64, preparer: Option<&Preparer>) -> Result<Arc<Segment>> {
         if let Some(last) = self.segments.read().last() {
             assert_eq!(last.end(), start, "new segment must follow the last one");
         }
         let path = self.dir.join(format::file_name(start));
         let ctx = |what: &str| format!("{what} {}", path.display());
+        let prepared = match preparer {
+            Some(p) => p
+                .take_as(&*self.storage, &path)
+                .map_err(|e| Error::io(ctx("renaming a prepared segment to"), e))?,
+            None => false,
+        };
         let file = self
             .storage
-            .open(&path, true)
+            .open(&path, !prepared)
             .map_err(|e| Error::io(ctx("creating"), e))?;
-        file.allocate(self.segment_size)
-            .map_err(|e| Error::io(ctx("pre-allocating"), e))?;
-        file.sync_data().map_err(|e| Error::io(ctx("syncing"), e))?;
+        if !prepared {
+            file.allocate(self.segment_size)
+                .map_err(|e| Error::io(ctx("pre-allocating"), e))?;
+            file.sync_data().map_err(|e| Error::io(ctx("syncing"), e))?;
+        }
         self.storage
             .sync_dir(&self.dir)
             .map_err(|e| Error::io(ctx("syncing the directory of"), e))?;

@@ -223,8 +223,9 @@ pub(crate) struct Shared {
     /// Last measured disk use ratio (f64 bits).
     pub(crate) disk_used_bits: AtomicU64,
     pub(crate) scheduler: std::sync::OnceLock<crate::schedule::Scheduler>,
-    /// Zero-fills ahead of the writer, when enabled (set once after recovery).
-    filler: std::sync::OnceLock<crate::prefill::Filler>,
+    /// Keeps a zero-filled segment ready for the next roll, when prefill is on (set once after
+    /// recovery).
+    preparer: std::sync::OnceLock<crate::prefill::Preparer>,
     max_reconsume: Mutex<HashMap<String, u32>>,
     /// Scheduler and cleaner threads: stop flag and wake-up.
     services_stop: Mutex<bool>,
@@ -450,7 +451,7 @@ impl Engine {
             disk_full: AtomicBool::new(false),
             disk_used_bits: AtomicU64::new(0),
             scheduler: std::sync::OnceLock::new(),
-            filler: std::sync::OnceLock::new(),
+            preparer: std::sync::OnceLock::new(),
             max_reconsume: Mutex::new(HashMap::new()),
             services_stop: Mutex::new(false),
             services_cv: Condvar::new(),
@@ -495,10 +496,22 @@ impl Engine {
             }
         }
         if shared.config.prefill.enabled(shared.config.flush_mode) {
-            let pos = shared.appender.lock().next_offset;
-            let filler = crate::prefill::Filler::new(pos, shared.config.segment_size_bytes);
-            if shared.filler.set(filler).is_err() {
-                unreachable!("the filler is set once, here");
+            let dir = commitlog_dir(&shared.config);
+            let ctx = || format!("preparing a zero-filled segment in {}", dir.display());
+            let preparer = crate::prefill::Preparer::open(
+                &*shared.storage,
+                &dir,
+                shared.config.segment_size_bytes,
+            )
+            .map_err(|e| Error::io(ctx(), e))?;
+            if shared.commitlog.last().is_none() {
+                if let Err(e) = preparer.prepare_now(&*shared.storage) {
+                    // Only a speed-up: the thread tries again, the writer does without.
+                    tracing::warn!("{} failed: {e}", ctx());
+                }
+            }
+            if shared.preparer.set(preparer).is_err() {
+                unreachable!("the preparer is set once, here");
             }
         }
         *shared.checkpoint_seq.lock() = report.checkpoint_sequence;
@@ -530,10 +543,10 @@ impl Engine {
             spawn("writer", Shared::writer_loop)?,
             spawn("flusher", Shared::flusher_loop)?,
         ];
-        if shared.filler.get().is_some() {
+        if shared.preparer.get().is_some() {
             threads.push(spawn("prefill", |s: Arc<Shared>| {
-                if let Some(f) = s.filler.get() {
-                    f.run(&s);
+                if let Some(p) = s.preparer.get() {
+                    p.run(&*s.storage);
                 }
             })?);
         }
@@ -926,8 +939,8 @@ impl Engine {
             *shared.flusher_lock.lock() = true;
             shared.flusher_cv.notify_all();
         }
-        if let Some(f) = shared.filler.get() {
-            f.stop();
+        if let Some(p) = shared.preparer.get() {
+            p.stop();
         }
         for t in self.threads.lock().drain(..) {
             let _joined = t.join();
@@ -1441,12 +1454,23 @@ impl Shared {
                 record::seal(&mut spare[at..at + d.entry.size.get() as usize]);
             }
             // Sync mode links the fdatasync to the write; async syncs only when a flush was asked.
-            if let Err(e) = self.write_batch(start, &spare, sync_mode) {
+            // Into a zero-filled segment, a write that ends inside a page the page cache does
+            // not hold makes the kernel read that page from disk first (the blocks hold data,
+            // zeros); writing on to the page's end avoids it. Readers and recovery stop at
+            // the first zero slot, so the padding is the tail as it was.
+            let len = spare.len();
+            let pad = if self.preparer.get().is_some() {
+                (PAGE_BYTES - (start + len as u64) % PAGE_BYTES) % PAGE_BYTES
+            } else {
+                0
+            };
+            spare.resize(len + pad as usize, 0);
+            if let Err(e) = self.write_batch(start, &spare, pad as usize, sync_mode) {
                 self.fail(&e);
             } else if sync_now && !sync_mode && self.sync_commitlog().is_err() {
                 // sync_commitlog already stopped appends; nothing is published.
             } else {
-                let end = start + spare.len() as u64;
+                let end = start + len as u64;
                 woken_calls = calls;
                 woken_at = Instant::now();
                 self.dispatch(&dispatch, &dispatch_queues, end);
@@ -1461,22 +1485,26 @@ impl Shared {
     }
 
     /// Write `bytes` (commitlog offsets `start..`) to their segments; sync when asked.
-    fn write_batch(&self, start: u64, bytes: &[u8], sync: bool) -> Result<()> {
-        let end = start + bytes.len() as u64;
-        if let Some(f) = self.filler.get() {
-            f.claim(start, end);
-        }
+    /// The last `pad` bytes of `bytes` are zeros past the batch's end, written only where they
+    /// fit in the batch's last segment.
+    fn write_batch(&self, start: u64, bytes: &[u8], pad: usize, sync: bool) -> Result<()> {
+        let end = start + (bytes.len() - pad) as u64;
         let mut at = start;
         let mut touched = Vec::new();
         while at < end {
             let seg = match self.commitlog.segment_for(at) {
                 Some(s) => s,
-                None => self.commitlog.create(at)?,
+                None => self.commitlog.create(at, self.preparer.get())?,
             };
             let piece_end = end.min(seg.end());
-            let piece = &bytes[(at - start) as usize..(piece_end - start) as usize];
-            let pos = at - seg.start();
             let last = piece_end == end;
+            let padded_end = if last {
+                (end + pad as u64).min(seg.end())
+            } else {
+                piece_end
+            };
+            let piece = &bytes[(at - start) as usize..(padded_end - start) as usize];
+            let pos = at - seg.start();
             let res = if sync && last {
                 self.stats.commitlog_syncs.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();

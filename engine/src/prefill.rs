@@ -1,139 +1,278 @@
-//! Zero-filling the active segment a little ahead of the writer.
+//! Zero-filled commitlog segments, prepared ahead of the writer.
 //!
-//! An fdatasync after writing into a hole or an unwritten (fallocated) extent of a segment must
-//! also commit the block allocation or extent conversion to the file system's journal; after
-//! writing over blocks that already hold zeros it writes only data. So with [`Prefill::On`](crate::config::Prefill) (or `Auto` in sync flush
-//! mode) a background thread writes zeros ahead of the writer, with `O_DIRECT` on the real file
-//! system so that it leaves no dirty pages for the writer's fdatasync to flush. This is RocketMQ's
-//! "warmed mapped file" done incrementally: a fresh 1 GiB segment costs no time at start-up and
-//! no more than `ahead` bytes of zeros are ever written beyond the data.
+//! An fdatasync after writing into a hole or an unwritten (fallocated) extent must also commit
+//! the block allocation or extent conversion to the file system's journal; after writing over
+//! blocks that already hold zeros it writes only the data. On ext4 over virtio, the fdatasync of
+//! an 18 KB write (one group commit of 16 × 1 KiB puts) measured p50 127–165 µs and p99 261–344
+//! µs into a fallocated file, but p50 60–78 µs and p99 117–156 µs into a zeroed one.
 //!
-//! The two threads never write the same bytes. The writer announces the end of every write before
-//! issuing it ([`Filler::claim`]); the filler only picks ranges that start a margin beyond the
-//! announced end; a writer whose write would overlap a range being filled waits for that fill
-//! (which happens only if it outruns the filler by the whole margin while a fill is in flight).
-//! Zeros beyond the end of the data read exactly like the never-written tail of a sparse segment,
-//! so recovery and every reader treat both the same.
+//! So with [`Prefill::On`](crate::config::Prefill) (or `Auto` in sync flush mode) a background
+//! thread keeps one zeroed, synced segment-sized file ready in the commitlog directory: it writes
+//! `preparing.tmp` (with `O_DIRECT` on the real file system, so no dirty pages are left for
+//! anyone's fdatasync), syncs it, and renames it `prepared.tmp`. When the writer rolls to a new
+//! segment it renames `prepared.tmp` to the segment's name instead of creating and fallocating
+//! a file; when none is ready it creates the segment as usual. This is RocketMQ's pre-allocated,
+//! warmed mapped file.
+//!
+//! The thread writes in small pieces and rests three times as long as each piece took, so the
+//! writer's fdatasyncs never queue behind more than one small zero write. (A background writer
+//! of zeros at 70–150 MB/s in 128 KiB pieces raised that 18 KB fdatasync's p99 from 121 µs to
+//! 184–195 µs; in 1 MiB pieces to 172–771 µs.) Zeroing the active segment just ahead of the
+//! writer instead made every fill's extent conversions part of the writer's next fdatasync.
+//!
+//! The first segment of an empty log is prepared while the engine opens, without the rests
+//! (about 1.6 s for 1 GiB on the machine above). Both file names end in `.tmp`, which every
+//! reader of the directory skips; recovery removes `preparing.tmp` and keeps `prepared.tmp`
+//! only if it has the configured segment size. Zeros read the same as the never-written tail
+//! of a fallocated segment, so recovery and every reader treat both the same.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::engine::Shared;
+use crate::limits::{PREFILL_PIECE_BYTES, PREFILL_REST_FACTOR};
+use crate::storage::Storage;
 
-/// Alignment of filled ranges within a segment (O_DIRECT needs block-aligned I/O).
-const ALIGN: u64 = 4096;
-
-/// Distances, scaled down for small (test) segments.
-#[derive(Debug, Clone, Copy)]
-struct Distances {
-    /// Filled ranges start at least this far beyond the writer's announced end.
-    margin: u64,
-    /// Largest range filled in one go.
-    chunk: u64,
-    /// Fill up to this far beyond the writer's announced end.
-    ahead: u64,
-}
-
-impl Distances {
-    fn for_segment(segment_size: u64) -> Distances {
-        Distances {
-            margin: (1 << 20).min(segment_size / 16),
-            chunk: (16 << 20).min(segment_size / 8),
-            ahead: (64 << 20).min(segment_size / 2),
-        }
-    }
-}
+/// Name of the file being zeroed, in the commitlog directory.
+pub(crate) const PREPARING: &str = "preparing.tmp";
+/// Name of the zeroed, synced file waiting for the next roll.
+pub(crate) const PREPARED: &str = "prepared.tmp";
 
 struct State {
-    /// End of the highest write the writer has announced (commitlog offset).
-    claimed: u64,
-    /// The range being filled now, if any.
-    filling: Option<(u64, u64)>,
-    /// Everything below this offset that the filler chose to fill has been filled.
-    filled_to: u64,
+    /// `prepared.tmp` exists, is zeroed and durable.
+    ready: bool,
     stop: bool,
 }
 
-/// Shared between the writer (which claims) and the filler thread (which fills).
-pub(crate) struct Filler {
+/// Shared between the writer (which takes prepared files) and the preparing thread.
+pub(crate) struct Preparer {
+    dir: PathBuf,
+    segment_size: u64,
     state: Mutex<State>,
     cv: Condvar,
-    distances: Distances,
 }
 
-impl Filler {
-    /// A filler for a log whose next write starts at `pos`.
-    pub(crate) fn new(pos: u64, segment_size: u64) -> Filler {
-        Filler {
-            state: Mutex::new(State {
-                claimed: pos,
-                filling: None,
-                filled_to: pos,
-                stop: false,
-            }),
+impl Preparer {
+    /// Look at what a previous run left in `dir` (the commitlog directory): a `prepared.tmp` of
+    /// `segment_size` bytes is kept; anything else of ours is removed.
+    pub(crate) fn open(storage: &dyn Storage, dir: &Path, segment_size: u64) -> io::Result<Self> {
+        let prepared = dir.join(PREPARED);
+        let ready = match storage.open(&prepared, false) {
+            Ok(f) => f.len()? == segment_size,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        for (name, keep) in [(PREPARED, ready), (PREPARING, false)] {
+            if !keep {
+                remove_if_present(storage, &dir.join(name))?;
+            }
+        }
+        Ok(Preparer {
+            dir: dir.to_owned(),
+            segment_size,
+            state: Mutex::new(State { ready, stop: false }),
             cv: Condvar::new(),
-            distances: Distances::for_segment(segment_size),
-        }
+        })
     }
 
-    /// Called by the writer before it writes `[start, end)`: waits while that range is being
-    /// filled, then records `end` and wakes the filler when it has fallen behind.
-    pub(crate) fn claim(&self, start: u64, end: u64) {
+    /// Prepare a file now, without rests, unless one is ready (for the first segment of an
+    /// empty log, while the engine opens).
+    pub(crate) fn prepare_now(&self, storage: &dyn Storage) -> io::Result<()> {
+        if self.state.lock().ready {
+            return Ok(());
+        }
+        tracing::info!(
+            "zero-filling the first commitlog segment ({} bytes) before the first write",
+            self.segment_size
+        );
+        self.prepare(storage, false)
+    }
+
+    /// The writer, at a roll: rename the prepared file to `to` if one is ready. Returns whether
+    /// it did; the caller then syncs the directory.
+    pub(crate) fn take_as(&self, storage: &dyn Storage, to: &Path) -> io::Result<bool> {
         let mut st = self.state.lock();
-        while matches!(st.filling, Some((a, b)) if a < end && start < b) {
-            self.cv.wait(&mut st);
+        if !st.ready {
+            return Ok(false);
         }
-        st.claimed = st.claimed.max(end);
-        if st.filling.is_none() && st.filled_to < st.claimed + self.distances.ahead / 2 {
-            self.cv.notify_all();
-        }
+        // Under the lock, so the thread cannot put its next file in place meanwhile.
+        storage.rename(&self.dir.join(PREPARED), to)?;
+        st.ready = false;
+        self.cv.notify_all();
+        Ok(true)
     }
 
-    /// Ask the filler thread to stop (it finishes the range in flight first).
+    /// Ask the thread to stop (it stops between two pieces).
     pub(crate) fn stop(&self) {
         self.state.lock().stop = true;
         self.cv.notify_all();
     }
 
-    /// The filler thread's loop.
-    pub(crate) fn run(&self, shared: &Shared) {
-        let d = self.distances;
+    fn stopping(&self) -> bool {
+        self.state.lock().stop
+    }
+
+    /// The preparing thread's loop: keep one file ready.
+    pub(crate) fn run(&self, storage: &dyn Storage) {
         loop {
-            let (seg, from, to) = {
+            {
                 let mut st = self.state.lock();
-                loop {
-                    if st.stop {
-                        return;
-                    }
-                    if let Some(seg) = shared.commitlog.segment_for(st.claimed) {
-                        let rel_from = (st.filled_to.max(st.claimed + d.margin) - seg.start())
-                            .next_multiple_of(ALIGN);
-                        let rel_to =
-                            ((st.claimed + d.ahead).min(seg.end()) - seg.start()) / ALIGN * ALIGN;
-                        if rel_from < rel_to {
-                            let rel_to = rel_to.min(rel_from + d.chunk);
-                            let range = (seg.start() + rel_from, seg.start() + rel_to);
-                            st.filling = Some(range);
-                            break (seg, rel_from, rel_to);
-                        }
-                    }
+                while st.ready && !st.stop {
                     self.cv.wait(&mut st);
                 }
-            };
-            let result = seg.file().zero_fill(from, to - from);
-            let mut st = self.state.lock();
-            st.filling = None;
-            self.cv.notify_all();
-            match result {
-                Ok(()) => st.filled_to = seg.start() + to,
-                Err(e) => {
-                    // Only a speed-up: say why once and stop filling.
-                    tracing::warn!(
-                        "zero-filling {} ahead of the writer failed ({e}); continuing without it",
-                        seg.path().display()
-                    );
+                if st.stop {
                     return;
                 }
             }
+            if let Err(e) = self.prepare(storage, true) {
+                // Only a speed-up: say why once and let the writer create segments itself.
+                tracing::warn!(
+                    "preparing a zero-filled commitlog segment in {} failed ({e}); new segments \
+                     are created without it",
+                    self.dir.display()
+                );
+                let _ignored = remove_if_present(storage, &self.dir.join(PREPARING));
+                return;
+            }
         }
+    }
+
+    /// Zero `preparing.tmp`, sync it and rename it `prepared.tmp`. With `rest`, pause between
+    /// pieces; a stop request leaves the file unfinished (the next open removes it).
+    fn prepare(&self, storage: &dyn Storage, rest: bool) -> io::Result<()> {
+        let path = self.dir.join(PREPARING);
+        remove_if_present(storage, &path)?;
+        let file = storage.open(&path, true)?;
+        file.allocate(self.segment_size)?;
+        let mut at = 0;
+        while at < self.segment_size {
+            if rest && self.stopping() {
+                return Ok(());
+            }
+            // Unhurried, small pieces; at open, larger ones (nothing else is writing yet).
+            let piece = if rest {
+                PREFILL_PIECE_BYTES
+            } else {
+                8 * PREFILL_PIECE_BYTES
+            };
+            let n = (self.segment_size - at).min(piece);
+            let started = Instant::now();
+            file.zero_fill(at, n)?;
+            at += n;
+            if rest {
+                std::thread::sleep(rest_after(started.elapsed()));
+            }
+        }
+        file.sync_data()?;
+        drop(file);
+        let mut st = self.state.lock();
+        if st.stop && rest {
+            return Ok(());
+        }
+        storage.rename(&path, &self.dir.join(PREPARED))?;
+        storage.sync_dir(&self.dir)?;
+        st.ready = true;
+        self.cv.notify_all();
+        Ok(())
+    }
+}
+
+/// How long to rest after a piece that took `took`.
+fn rest_after(took: Duration) -> Duration {
+    took * PREFILL_REST_FACTOR
+}
+
+fn remove_if_present(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    match storage.remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    const SIZE: u64 = 300_000;
+
+    fn disk() -> (SimStorage, PathBuf) {
+        let storage = SimStorage::new();
+        let dir = PathBuf::from("/data/commitlog");
+        storage.create_dir_all(&dir).unwrap();
+        (storage, dir)
+    }
+
+    fn write(storage: &SimStorage, path: &Path, len: usize) {
+        let f = storage.open(path, true).unwrap();
+        f.write_at(0, &vec![7; len]).unwrap();
+        f.sync_data().unwrap();
+    }
+
+    #[test]
+    fn open_keeps_a_finished_file_of_the_right_size_only() {
+        let (storage, dir) = disk();
+        write(&storage, &dir.join(PREPARED), SIZE as usize);
+        write(&storage, &dir.join(PREPARING), 10);
+        let p = Preparer::open(&storage, &dir, SIZE).unwrap();
+        assert!(p.state.lock().ready);
+        assert_eq!(storage.list(&dir).unwrap(), vec![PREPARED.to_owned()]);
+
+        // Another segment size: the file does not fit and goes.
+        let p = Preparer::open(&storage, &dir, SIZE * 2).unwrap();
+        assert!(!p.state.lock().ready);
+        assert!(storage.list(&dir).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_prepared_file_is_taken_once_and_holds_zeros() {
+        let (storage, dir) = disk();
+        let p = Preparer::open(&storage, &dir, SIZE).unwrap();
+        let seg = dir.join("00000000000000000000");
+        assert!(!p.take_as(&storage, &seg).unwrap(), "nothing ready yet");
+        p.prepare_now(&storage).unwrap();
+        assert_eq!(storage.list(&dir).unwrap(), vec![PREPARED.to_owned()]);
+        assert!(p.take_as(&storage, &seg).unwrap());
+        assert!(
+            !p.take_as(&storage, &dir.join("x")).unwrap(),
+            "taken already"
+        );
+        let f = storage.open(&seg, false).unwrap();
+        assert_eq!(f.len().unwrap(), SIZE);
+        let mut back = vec![1; SIZE as usize];
+        f.read_at(0, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0));
+        // Durable: a crash right after keeps it whole.
+        let after = storage.crash(crate::storage::TearMode::DropUnsynced);
+        let f = after.open(&seg, false).unwrap();
+        assert_eq!(f.len().unwrap(), SIZE);
+    }
+
+    /// The thread keeps one file ready, prepares the next once the writer takes it, and stops
+    /// when asked.
+    #[test]
+    fn the_thread_refills_after_a_take_and_stops() {
+        let (storage, dir) = disk();
+        let p = std::sync::Arc::new(Preparer::open(&storage, &dir, SIZE).unwrap());
+        let thread = {
+            let (p, storage) = (p.clone(), storage.clone());
+            std::thread::spawn(move || p.run(&storage))
+        };
+        let wait_ready = || {
+            let mut st = p.state.lock();
+            while !st.ready {
+                p.cv.wait(&mut st);
+            }
+        };
+        wait_ready();
+        assert!(p.take_as(&storage, &dir.join("a")).unwrap());
+        wait_ready();
+        assert!(p.take_as(&storage, &dir.join("b")).unwrap());
+        p.stop();
+        thread.join().unwrap();
+        let names = storage.list(&dir).unwrap();
+        assert!(names.contains(&"a".to_owned()) && names.contains(&"b".to_owned()));
     }
 }

@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::format::cq::CqEntry;
 use crate::format::record::{self, Slot, EOS_LEN, RECORD_MAGIC};
-use crate::limits::{QUEUES_PER_TOPIC_MAX, QUEUE_OFFSET_MAX};
+use crate::limits::{QUEUES_PER_TOPIC_MAX, QUEUE_OFFSET_MAX, STALE_SCAN_BYTES_MAX};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,7 +59,8 @@ pub struct RecoveryReport {
     pub rebuilt_entries: u64,
     /// Invalid records inside the durable region, skipped.
     pub corrupt_records: u64,
-    /// Bytes after `E` that held data and were zeroed.
+    /// Bytes after `E` up to the last non-zero one, among the first `STALE_SCAN_BYTES_MAX`
+    /// after `E` (the tail is cut whenever it may hold anything, checked or not).
     pub truncated_bytes: u64,
     /// Segments removed because they lay past `E`.
     pub removed_segments: u64,
@@ -431,8 +432,9 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
         commitlog.drop_from(keep_until.max(end + 1))?;
         report.removed_segments = (before - commitlog.segments().len()) as u64;
         if let Some(seg) = commitlog.segment_for(end) {
-            report.truncated_bytes = stale_tail_len(&seg, end - seg.start())?;
-            if report.truncated_bytes > 0 {
+            let (stale, unchecked) = stale_tail_len(&seg, end - seg.start())?;
+            report.truncated_bytes = stale;
+            if stale > 0 || unchecked {
                 let ctx = || format!("zeroing the tail of {}", seg.path().display());
                 seg.file()
                     .set_len(end - seg.start())
@@ -477,20 +479,27 @@ fn finish(
 }
 
 /// How many bytes from segment offset `rel` up to and including the last non-zero byte of the
-/// segment (0 when the rest reads as zero). Holes of a sparse segment are skipped without being
-/// read, so the unwritten tail of a 1 GiB segment costs nothing.
-fn stale_tail_len(seg: &Segment, rel: u64) -> Result<u64> {
+/// segment (0 when the rest reads as zero), looking at most `STALE_SCAN_BYTES_MAX` bytes past
+/// `rel`; and whether anything beyond that window may hold data. Holes of a sparse or
+/// fallocated segment are skipped without being read, so the unwritten tail of a 1 GiB segment
+/// costs nothing; a zero-filled (prepared) segment has no holes, and reading its whole tail back
+/// would take about a second, so past the window it is cut without being read.
+fn stale_tail_len(seg: &Segment, rel: u64) -> Result<(u64, bool)> {
     let bytes = seg.bytes();
     let len = bytes.len() as u64;
+    let window_end = rel.saturating_add(STALE_SCAN_BYTES_MAX).min(len);
+    let data_after = |at: u64| {
+        seg.file()
+            .data_after(at)
+            .map_err(|e| Error::io(format!("looking for data in {}", seg.path().display()), e))
+    };
     let mut last = None;
     let mut at = rel;
-    while at < len {
-        let found = seg
-            .file()
-            .data_after(at)
-            .map_err(|e| Error::io(format!("looking for data in {}", seg.path().display()), e))?;
-        let Some((start, stop)) = found else { break };
-        let (start, stop) = (start.max(at), stop.min(len));
+    while at < window_end {
+        let Some((start, stop)) = data_after(at)? else {
+            break;
+        };
+        let (start, stop) = (start.max(at), stop.min(window_end));
         if start >= stop {
             break;
         }
@@ -499,7 +508,8 @@ fn stale_tail_len(seg: &Segment, rel: u64) -> Result<u64> {
         }
         at = stop;
     }
-    Ok(last.map_or(0, |l| l + 1 - rel))
+    let unchecked = window_end < len && data_after(window_end)?.is_some_and(|(s, _)| s < len);
+    Ok((last.map_or(0, |l| l + 1 - rel), unchecked))
 }
 
 /// Index of the last non-zero byte. Checks whole blocks with a branch-free OR first (which the

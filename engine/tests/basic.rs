@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tern_engine::{
     Engine, EngineConfig, Error, FlushMode, GetRequest, GetStatus, Message, Prefill, SimStorage,
-    Storage, WriteBackend,
+    Storage, TearMode, WriteBackend,
 };
 
 fn small_config(dir: &std::path::Path) -> EngineConfig {
@@ -103,16 +103,53 @@ fn put_get_roundtrip_pwrite_sync() {
     put_get_roundtrip(c, None);
 }
 
-/// Zero-filling (opt-in) ahead of a writer: async, where the writer runs flat out and races
-/// the filler for the same segment tail, and sync.
+/// Zero-filled segments prepared ahead of the writer (on in both modes here), with segments
+/// small enough that the writer rolls into prepared files and past them while the thread works.
+/// An empty log gets its first segment prepared while the engine opens.
 #[test]
-fn put_get_roundtrip_prefill_racing_the_writer() {
+fn put_get_roundtrip_with_prepared_segments() {
     for flush_mode in [FlushMode::Async, FlushMode::Sync] {
         let dir = tempfile::tempdir().unwrap();
         let mut c = small_config(dir.path());
         c.prefill = Prefill::On;
         c.flush_mode = flush_mode;
+        let engine = Engine::open(c.clone()).unwrap();
+        let clog = dir.path().join("commitlog");
+        let prepared = std::fs::metadata(clog.join("prepared.tmp")).unwrap();
+        assert_eq!(prepared.len(), c.segment_size_bytes);
+        let segments = std::fs::read_dir(&clog)
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(segments, 0, "no segment before the first write");
+        engine.close().unwrap();
         put_get_roundtrip(c, None);
+    }
+}
+
+/// Off, and Auto in async mode: nothing is prepared.
+#[test]
+fn no_prepared_segment_without_prefill() {
+    for (prefill, flush_mode) in [
+        (Prefill::Off, FlushMode::Sync),
+        (Prefill::Auto, FlushMode::Async),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = small_config(dir.path());
+        c.prefill = prefill;
+        c.flush_mode = flush_mode;
+        let engine = Engine::open(c).unwrap();
+        engine
+            .put(&Message::new("t", 0, "", b"x".to_vec()))
+            .unwrap();
+        engine.close().unwrap();
+        assert!(!dir.path().join("commitlog/prepared.tmp").exists());
     }
 }
 
@@ -169,7 +206,7 @@ fn concurrent_sync_puts_survive_a_crash(gather_us: u64) {
     });
     let syncs = engine.stats().commitlog_syncs;
     assert!(syncs >= 1 && syncs <= u64::from(THREADS * PUTS));
-    let crashed = disk.crash(tern_engine::TearMode::DropUnsynced);
+    let crashed = disk.crash(TearMode::DropUnsynced);
     drop(engine); // its disk is gone: close fails quietly, as a dead process would
     let reopened = Engine::open_with_storage(config, Arc::new(crashed)).unwrap();
     for q in 0..THREADS {
@@ -239,4 +276,39 @@ fn two_engines_with_a_same_named_topic_in_one_thread_stay_apart() {
             .queue_offset,
         3
     );
+}
+
+/// After a crash, stale bytes far past the end of the log, beyond the window recovery reads
+/// back, are cut too (a prepared segment has no holes to skip, so recovery does not read it all).
+#[test]
+fn stale_bytes_far_past_the_end_of_the_log_are_cut() {
+    let disk = SimStorage::new();
+    let mut c = small_config(std::path::Path::new("/data"));
+    c.segment_size_bytes = 32 << 20;
+    c.flush_mode = FlushMode::Sync;
+    c.prefill = Prefill::Off;
+    let engine = Engine::open_with_storage(c.clone(), Arc::new(disk.clone())).unwrap();
+    engine
+        .put(&Message::new("t", 0, "", b"kept".to_vec()))
+        .unwrap();
+    let end = engine.positions().0;
+    let crashed = disk.crash(TearMode::DropUnsynced);
+    drop(engine);
+    let seg = std::path::Path::new("/data/commitlog/00000000000000000000");
+    let stale_at = end + (20 << 20);
+    let f = crashed.open(seg, false).unwrap();
+    f.write_at(stale_at, b"stale").unwrap();
+    f.sync_data().unwrap();
+
+    let engine = Engine::open_with_storage(c, Arc::new(crashed.clone())).unwrap();
+    assert!(engine.recovery_report().unclean);
+    assert_eq!(engine.positions().0, end);
+    let mut back = [1u8; 5];
+    crashed
+        .open(seg, false)
+        .unwrap()
+        .read_at(stale_at, &mut back)
+        .unwrap();
+    assert_eq!(back, [0; 5], "the stale bytes are gone");
+    assert_eq!(get_all(&engine, "t", 0, "*").len(), 1);
 }

@@ -58,10 +58,11 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
     /// Map the file's current length read-only. The length must not shrink while mapped.
     fn map(&self) -> io::Result<Mapping>;
-    /// Write zeros over `[offset, offset + len)` and make them durable, so later writes there
-    /// overwrite allocated blocks and their fdatasync need not commit an allocation. The caller
-    /// guarantees no one else writes that range meanwhile. The default writes through
-    /// [`StorageFile::write_at`]; the real file system uses `O_DIRECT`, leaving no dirty pages.
+    /// Write zeros over `[offset, offset + len)`, so that later writes there overwrite blocks
+    /// that already hold data and their fdatasync need not commit a block allocation or extent
+    /// conversion. Not durable until [`StorageFile::sync_data`]. The caller guarantees no one
+    /// else writes that range meanwhile. The default writes through [`StorageFile::write_at`];
+    /// the real file system uses `O_DIRECT`, leaving no dirty pages behind.
     fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
         let zeros = vec![0u8; len.min(1 << 20) as usize];
         let mut at = offset;
@@ -70,7 +71,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
             self.write_at(at, &zeros[..n])?;
             at += n as u64;
         }
-        self.sync_data()
+        Ok(())
     }
     /// The first range at or after `from` that may hold data, as `(start, end)`; `None` when
     /// everything from `from` on is a hole (reads as zero without being stored). Lets recovery
@@ -92,6 +93,9 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Remove a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Rename a file, replacing `to` if it exists. Durable once `sync_dir` of the directory
+    /// returns.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Make the directory's entries (files created or removed in it) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Replace `path` with `bytes` atomically and durably (temp file, fsync, rename, fsync dir).

@@ -135,6 +135,10 @@ impl Storage for FsStorage {
         std::fs::read(path)
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
         let file = OpenOptions::new()
             .read(true)
@@ -420,28 +424,51 @@ impl StorageFile for RealFile {
         use std::os::unix::fs::OpenOptionsExt;
         const PIECE: usize = 1 << 20;
         const ALIGN: usize = 4096;
-        if !offset.is_multiple_of(ALIGN as u64) || !len.is_multiple_of(ALIGN as u64) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "O_DIRECT zero fill needs 4 KiB-aligned ranges",
-            ));
+        // O_DIRECT takes block-aligned ranges only: the unaligned ends go through the page cache.
+        let first = offset.next_multiple_of(ALIGN as u64).min(offset + len);
+        let last = ((offset + len) / ALIGN as u64 * ALIGN as u64).max(first);
+        for (from, to) in [(offset, first), (last, offset + len)] {
+            if from < to {
+                self.file
+                    .write_all_at(&vec![0u8; (to - from) as usize], from)?;
+            }
         }
-        let direct = OpenOptions::new()
+        let (offset, len) = (first, last - first);
+        if len == 0 {
+            return Ok(());
+        }
+        let direct = match OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
-            .open(&self.path)?;
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            // No O_DIRECT here (tmpfs, some network file systems): zeros through the page
+            // cache do the same job, only leaving dirty pages for the next sync.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let zeros = vec![0u8; (len as usize).min(PIECE)];
+                let mut at = offset;
+                while at < offset + len {
+                    let n = (offset + len - at).min(PIECE as u64) as usize;
+                    self.file.write_all_at(&zeros[..n], at)?;
+                    at += n as u64;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         // An aligned window into a zeroed allocation (O_DIRECT needs an aligned buffer).
-        let raw = vec![0u8; PIECE + ALIGN];
+        let piece = (len as usize).min(PIECE);
+        let raw = vec![0u8; piece + ALIGN];
         let skip = raw.as_ptr().align_offset(ALIGN);
-        let zeros = &raw[skip..skip + PIECE];
+        let zeros = &raw[skip..skip + piece];
         let mut at = offset;
         while at < offset + len {
-            let n = (offset + len - at).min(PIECE as u64) as usize;
+            let n = (offset + len - at).min(piece as u64) as usize;
             direct.write_all_at(&zeros[..n], at)?;
             at += n as u64;
         }
-        // Commits the block allocation (there are no dirty pages to write).
-        direct.sync_data()
+        Ok(())
     }
 
     fn data_after(&self, from: u64) -> io::Result<Option<(u64, u64)>> {
@@ -505,6 +532,29 @@ mod tests {
             .open(&dir.path().join("seg"), true)
             .unwrap();
         (dir, file)
+    }
+
+    /// `zero_fill` zeroes exactly the asked range, aligned or not (O_DIRECT in the middle,
+    /// the page cache at unaligned ends), and leaves the bytes around it alone.
+    #[test]
+    fn zero_fill_zeroes_exactly_the_range() {
+        let (_dir, file) = scratch_file();
+        let len = 3 * 4096 + 100;
+        file.allocate(len).unwrap();
+        for (offset, n) in [(100, 10_000), (0, 8192), (4096, 50), (12_000, 388)] {
+            file.write_at(0, &vec![0xAB; len as usize]).unwrap();
+            file.zero_fill(offset, n).unwrap();
+            let mut back = vec![0; len as usize];
+            file.read_at(0, &mut back).unwrap();
+            for (i, b) in back.iter().enumerate() {
+                let inside = (offset..offset + n).contains(&(i as u64));
+                assert_eq!(
+                    *b,
+                    if inside { 0 } else { 0xAB },
+                    "byte {i} of ({offset}, {n})"
+                );
+            }
+        }
     }
 
     /// `allocate` sets the length, reads back zeros around what is written, and reserves blocks.

@@ -471,6 +471,19 @@ impl Storage for SimStorage {
         }
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.shared.check_alive()?;
+        let mut tree = self.tree.lock();
+        let parent = to.parent().map(Path::to_owned).unwrap_or_default();
+        if !parent.as_os_str().is_empty() && !tree.dirs.contains(&parent) {
+            return Err(not_found(&parent));
+        }
+        // Directory changes are durable at once on this disk, as creations and removals are.
+        let file = tree.files.remove(from).ok_or_else(|| not_found(from))?;
+        tree.files.insert(to.to_owned(), file);
+        Ok(())
+    }
+
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
         self.shared.check_alive()
     }

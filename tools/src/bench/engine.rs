@@ -74,9 +74,9 @@ pub enum BackendArg {
 pub enum PrefillArg {
     /// On in sync flush mode, off in async mode.
     Auto,
-    /// Always zero-fill ahead of the writer.
+    /// Always zero-fill new segments ahead of the writer.
     On,
-    /// Never: segments stay sparse until written.
+    /// Never: the unwritten part of a segment stays unwritten until the data comes.
     Off,
 }
 
@@ -96,9 +96,9 @@ pub struct EngineArgs {
     /// Write backend of the engine.
     #[arg(long, value_enum, default_value_t = BackendArg::IoUring)]
     pub backend: BackendArg,
-    /// Zero-fill the active segment ahead of the writer (auto = in sync mode only). Off by
-    /// default: it did not win on the machine it was measured on.
-    #[arg(long, value_enum, default_value_t = PrefillArg::Off)]
+    /// Zero-fill new segments ahead of the writer (auto = in sync mode only, the engine's
+    /// default).
+    #[arg(long, value_enum, default_value_t = PrefillArg::Auto)]
     pub prefill: PrefillArg,
     /// Sync mode: how long (µs) the writer holds the next batch open for the callers its last
     /// group commit woke [engine default: 50; 0 = write at once].
