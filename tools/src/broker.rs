@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use tern_engine::{Engine, EngineConfig, FlushMode};
+use tern_engine::{Engine, EngineConfig, FlushMode, Prefill};
 use tern_quic::limits::DEFAULT_PORT;
 use tern_quic::{Broker, BrokerConfig, CertSource};
 
@@ -37,6 +37,18 @@ pub enum Flush {
     Async,
 }
 
+/// Zero-filling of new commitlog segments on the command line (see the engine's `Prefill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefillFlag {
+    /// In sync flush mode only, where every put waits for an fdatasync.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
 /// `tern broker` arguments.
 #[derive(Debug, clap::Args)]
 pub struct BrokerArgs {
@@ -49,8 +61,15 @@ pub struct BrokerArgs {
     /// Flush mode [default: async].
     #[arg(long, value_enum)]
     pub flush: Option<Flush>,
+    /// Size of new commitlog segments, e.g. 256MiB [default: 1GiB].
+    #[arg(long, value_parser = crate::units::parse_bytes, value_name = "BYTES")]
+    pub segment_size: Option<u64>,
+    /// Zero-fill new commitlog segments ahead of the writer, which makes each fdatasync cheaper
+    /// at the price of a second segment's worth of disk [default: auto = in sync mode].
+    #[arg(long, value_enum)]
+    pub prefill: Option<PrefillFlag>,
     /// TOML file with any of: data, quic, flush, flush_interval_ms, sync_gather_us,
-    /// segment_size_bytes, cert,
+    /// segment_size_bytes, prefill, cert,
     /// key, token, member_timeout_ms, frame_body_bytes_max, pending_pulls_max,
     /// streams_per_connection_max, udp_socket_buffer_bytes.
     #[arg(long)]
@@ -120,6 +139,7 @@ struct FileConfig {
     flush_interval_ms: Option<u64>,
     sync_gather_us: Option<u64>,
     segment_size_bytes: Option<u64>,
+    prefill: Option<PrefillFlag>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     token: Option<String>,
@@ -199,8 +219,15 @@ fn resolve(args: &BrokerArgs) -> anyhow::Result<Resolved> {
     if let Some(us) = file.sync_gather_us {
         engine.sync_gather_us = us;
     }
-    if let Some(b) = file.segment_size_bytes {
+    if let Some(b) = args.segment_size.or(file.segment_size_bytes) {
         engine.segment_size_bytes = b;
+    }
+    if let Some(p) = args.prefill.or(file.prefill) {
+        engine.prefill = match p {
+            PrefillFlag::Auto => Prefill::Auto,
+            PrefillFlag::On => Prefill::On,
+            PrefillFlag::Off => Prefill::Off,
+        };
     }
     let cert = match (
         args.cert.clone().or(file.cert),
@@ -438,13 +465,15 @@ mod tests {
         std::fs::write(
             &path,
             "data = \"/tmp/x\"\nquic = \"127.0.0.1:7200\"\nflush = \"sync\"\nmember_timeout_ms = 2000\n\
-             sync_gather_us = 20\n",
+             sync_gather_us = 20\nsegment_size_bytes = 1048576\nprefill = \"off\"\n",
         )
         .unwrap();
         let args = BrokerArgs {
             data: Some(dir.path().join("d")),
             quic: None,
             flush: None,
+            segment_size: Some(2 << 20),
+            prefill: None,
             config: Some(path),
             cert: None,
             key: None,
@@ -464,6 +493,12 @@ mod tests {
         assert_eq!(r.broker.listen.port(), 7200);
         assert_eq!(r.engine.flush_mode, FlushMode::Sync);
         assert_eq!(r.engine.sync_gather_us, 20);
+        assert_eq!(
+            r.engine.segment_size_bytes,
+            2 << 20,
+            "the flag wins over the file"
+        );
+        assert_eq!(r.engine.prefill, Prefill::Off);
         assert_eq!(r.broker.member_timeout, Duration::from_secs(2));
         assert!(r.broker.token.is_none());
     }
@@ -475,6 +510,8 @@ mod tests {
             data: Some(dir.path().to_owned()),
             quic: Some("0.0.0.0:0".parse().unwrap()),
             flush: None,
+            segment_size: None,
+            prefill: None,
             config: None,
             cert: None,
             key: None,

@@ -30,6 +30,8 @@ fn spawn_broker(data: &Path) -> BrokerProcess {
         .args(["broker", "--data"])
         .arg(data)
         .args(["--quic", "127.0.0.1:0", "--flush", "sync"])
+        // Small segments: the broker reserves (and zero-fills) two, not 2 GiB.
+        .args(["--segment-size", "16MiB"])
         // Every server of the child on a port the OS picks.
         .args([
             "--http",

@@ -169,6 +169,9 @@ fn start_broker(
         // messages in the process until its next flush, and SIGKILL loses those).
         "--flush",
         "sync",
+        // Small segments: each broker reserves (and zero-fills) two, not 2 GiB.
+        "--segment-size",
+        "16MiB",
         "--no-http",
         "--cluster",
         CLUSTER,
