@@ -149,12 +149,14 @@ impl CommitLog {
         }
         let path = self.dir.join(format::file_name(start));
         let ctx = |what: &str| format!("{what} {}", path.display());
-        let prepared = match preparer {
-            Some(p) => p
-                .take_as(&*self.storage, &path)
-                .map_err(|e| Error::io(ctx("renaming a prepared segment to"), e))?,
-            None => false,
-        };
+        let prepared = preparer.is_some_and(|p| match p.take_as(&*self.storage, &path) {
+            Ok(taken) => taken,
+            Err(e) => {
+                // Only a speed-up: create the segment as if none had been prepared.
+                tracing::warn!("{}: {e}", ctx("renaming a prepared segment to"));
+                false
+            }
+        });
         let file = self
             .storage
             .open(&path, !prepared)

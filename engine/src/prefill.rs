@@ -91,17 +91,18 @@ impl Preparer {
     }
 
     /// The writer, at a roll: rename the prepared file to `to` if one is ready. Returns whether
-    /// it did; the caller then syncs the directory.
+    /// it did; the caller then syncs the directory (and on an error creates `to` itself).
     pub(crate) fn take_as(&self, storage: &dyn Storage, to: &Path) -> io::Result<bool> {
         let mut st = self.state.lock();
         if !st.ready {
             return Ok(false);
         }
-        // Under the lock, so the thread cannot put its next file in place meanwhile.
-        storage.rename(&self.dir.join(PREPARED), to)?;
+        // Under the lock, so the thread cannot put its next file in place meanwhile. Whatever
+        // happens, this file is not offered again: the thread prepares another.
+        let renamed = storage.rename(&self.dir.join(PREPARED), to);
         st.ready = false;
         self.cv.notify_all();
-        Ok(true)
+        renamed.map(|()| true)
     }
 
     /// Ask the thread to stop (it stops between two pieces).
@@ -248,6 +249,18 @@ mod tests {
         let after = storage.crash(crate::storage::TearMode::DropUnsynced);
         let f = after.open(&seg, false).unwrap();
         assert_eq!(f.len().unwrap(), SIZE);
+    }
+
+    /// A prepared file removed behind the engine's back: the take fails, is not offered again,
+    /// and the engine goes on creating its segments itself.
+    #[test]
+    fn a_vanished_prepared_file_is_not_offered_twice() {
+        let (storage, dir) = disk();
+        let p = Preparer::open(&storage, &dir, SIZE).unwrap();
+        p.prepare_now(&storage).unwrap();
+        storage.remove_file(&dir.join(PREPARED)).unwrap();
+        assert!(p.take_as(&storage, &dir.join("a")).is_err());
+        assert!(!p.take_as(&storage, &dir.join("a")).unwrap());
     }
 
     /// The thread keeps one file ready, prepares the next once the writer takes it, and stops
