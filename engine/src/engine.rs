@@ -5,8 +5,8 @@
 //! and queue offset, encodes the record into the in-memory write buffer and notes the
 //! consume-queue entry to dispatch. The **writer thread** swaps the whole buffer out and writes
 //! it with one large write per segment (io_uring or pwrite): many records per system call. In
-//! sync mode the same submission carries a linked fdatasync (group commit: one fdatasync covers
-//! every put pending at that moment), and puts return once it completed. In async mode the
+//! sync mode an fdatasync follows each write (group commit: one fdatasync covers every put
+//! pending at that moment), and puts return once it completed. In async mode the
 //! **flusher thread** fdatasyncs every `flush_interval_ms` or `flush_threshold_bytes`.
 //! After the write (async) or the sync (sync mode) the writer appends the consume-queue entries
 //! and publishes the new max offsets, so a reader never sees a record before it may: written in
@@ -126,7 +126,7 @@ pub struct EngineStats {
     pub commitlog_syncs: AtomicU64,
     /// Checkpoints written.
     pub checkpoints: AtomicU64,
-    /// Latency of commitlog flushes (fdatasync, or the linked write + fdatasync in sync mode).
+    /// Latency of commitlog flushes (fdatasync, or the write + fdatasync in sync mode).
     pub flush_latency: LatencyBuckets,
 }
 
@@ -1453,7 +1453,7 @@ impl Shared {
                 let at = (d.entry.commitlog_offset.get() - start) as usize;
                 record::seal(&mut spare[at..at + d.entry.size.get() as usize]);
             }
-            // Sync mode links the fdatasync to the write; async syncs only when a flush was asked.
+            // Sync mode syncs every write; async syncs only when a flush was asked.
             // Into a zero-filled segment, a write that ends inside a page the page cache does
             // not hold makes the kernel read that page from disk first (the blocks hold data,
             // zeros); writing on to the page's end avoids it. Readers and recovery stop at

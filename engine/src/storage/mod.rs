@@ -4,8 +4,10 @@
 //! (`write_at`, `read_at`, `sync_data`, `set_len`, plus a read-only memory map). Three
 //! implementations exist:
 //!
-//! * [`FsStorage`] with [`WriteBackend::IoUring`] — the default on Linux: writes and fdatasync go
-//!   through a per-thread io_uring; a write followed by a sync is submitted as one linked pair.
+//! * [`FsStorage`] with [`WriteBackend::IoUring`] — the default on Linux: large unsynced writes
+//!   and fdatasync go through a per-thread io_uring; small writes and synced writes (a write
+//!   followed by its fdatasync) are plain system calls, which measured faster on ext4 (see
+//!   `real.rs`).
 //! * [`FsStorage`] with [`WriteBackend::Pwrite`] — plain `pwrite`/`fdatasync`; chosen by config,
 //!   or automatically (with one log line saying why) when a ring cannot be created.
 //! * [`SimStorage`] — an in-memory disk for crash tests. It keeps a *written* image and a
@@ -32,8 +34,7 @@ pub use sim::{SimStorage, TearMode};
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Write all of `buf` at `offset`.
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
-    /// Write all of `buf` at `offset`, then make the file's data durable. io_uring submits both as
-    /// one linked pair.
+    /// Write all of `buf` at `offset`, then make the file's data durable.
     fn write_at_and_sync(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.write_at(offset, buf)?;
         self.sync_data()
