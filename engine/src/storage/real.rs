@@ -218,64 +218,60 @@ impl RealFile {
         })
     }
 
-    /// Write `buf` at `offset` through this thread's ring; returns the bytes written.
-    fn uring_write(&self, offset: u64, buf: &[u8]) -> io::Result<usize> {
-        let fd = types::Fd(self.file.as_raw_fd());
-        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    /// Submit `entry` on this thread's ring and wait for its completion; returns its result.
+    ///
+    /// # Safety
+    /// Memory the entry points to must stay valid until this returns (it returns only once the
+    /// entry has completed).
+    unsafe fn run_one(&self, entry: &io_uring::squeue::Entry) -> io::Result<i32> {
         self.with_ring(|ring| {
-            let write = opcode::Write::new(fd, buf.as_ptr(), len)
-                .offset(offset)
-                .build()
-                .user_data(1);
-            // SAFETY: `buf` outlives the operation: we wait for its completion below before
-            // returning, and the ring is empty on entry (every call drains what it submits).
+            // SAFETY: the caller keeps the entry's memory valid until we return, and we return
+            // only after its completion; the ring is empty on entry (every call drains it).
             unsafe {
                 ring.submission()
-                    .push(&write)
+                    .push(entry)
                     .map_err(|_| io::Error::other("io_uring submission queue full"))?;
             }
-            let mut result = None;
-            while result.is_none() {
+            loop {
                 submit_and_wait(ring, 1)?;
-                result = ring.completion().next().map(|cqe| cqe.result());
-            }
-            let res = result.expect("loop ends with a completion");
-            if is_retryable(res) {
-                // Not carried out (a signal reached the worker, or the ring cancelled it): the
-                // caller writes it again.
-                Err(io::ErrorKind::Interrupted.into())
-            } else if res < 0 {
-                Err(io::Error::from_raw_os_error(-res))
-            } else {
-                Ok(res as usize)
+                if let Some(cqe) = ring.completion().next() {
+                    return Ok(cqe.result());
+                }
             }
         })
     }
 
+    /// Write `buf` at `offset` through this thread's ring; returns the bytes written.
+    fn uring_write(&self, offset: u64, buf: &[u8]) -> io::Result<usize> {
+        let fd = types::Fd(self.file.as_raw_fd());
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let write = opcode::Write::new(fd, buf.as_ptr(), len)
+            .offset(offset)
+            .build();
+        // SAFETY: `buf` is borrowed for this whole call, and `run_one` waits for the write.
+        let res = unsafe { self.run_one(&write)? };
+        if is_retryable(res) {
+            // Not carried out (a signal reached the worker, or the ring cancelled it): the
+            // caller writes it again.
+            Err(io::ErrorKind::Interrupted.into())
+        } else if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else {
+            Ok(res as usize)
+        }
+    }
+
     fn uring_sync(&self) -> io::Result<()> {
         let fd = types::Fd(self.file.as_raw_fd());
-        self.with_ring(|ring| {
-            let fsync = opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build()
-                .user_data(2);
-            // SAFETY: the entry references no memory of ours; we wait for its completion.
-            unsafe {
-                ring.submission()
-                    .push(&fsync)
-                    .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-            }
-            let mut result = None;
-            while result.is_none() {
-                submit_and_wait(ring, 1)?;
-                result = ring.completion().next().map(|cqe| cqe.result());
-            }
-            let res = result.expect("loop ends with a completion");
-            if res < 0 {
-                return Err(io::Error::from_raw_os_error(-res));
-            }
-            Ok(())
-        })
+        let fsync = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
+        // SAFETY: the entry references no memory of ours.
+        let res = unsafe { self.run_one(&fsync)? };
+        if res < 0 {
+            return Err(io::Error::from_raw_os_error(-res));
+        }
+        Ok(())
     }
 
     /// `uring_sync`, submitted again when it was cancelled or interrupted before it ran (never
