@@ -513,6 +513,14 @@ impl Engine {
             if shared.preparer.set(preparer).is_err() {
                 unreachable!("the preparer is set once, here");
             }
+        } else {
+            let dir = commitlog_dir(&shared.config);
+            crate::prefill::remove_leftovers(&*shared.storage, &dir).map_err(|e| {
+                Error::io(
+                    format!("removing prefill's spare segment in {}", dir.display()),
+                    e,
+                )
+            })?;
         }
         *shared.checkpoint_seq.lock() = report.checkpoint_sequence;
         let clog_min = shared.commitlog.min_offset().unwrap_or(report.end_offset);

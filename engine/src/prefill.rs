@@ -22,9 +22,10 @@
 //!
 //! The first segment of an empty log is prepared while the engine opens, without the rests
 //! (about 1.6 s for 1 GiB on the machine above). Both file names end in `.tmp`, which every
-//! reader of the directory skips; recovery removes `preparing.tmp` and keeps `prepared.tmp`
-//! only if it has the configured segment size. Zeros read the same as the never-written tail
-//! of a fallocated segment, so recovery and every reader treat both the same.
+//! reader of the directory skips; when the engine opens it removes `preparing.tmp`, and keeps
+//! `prepared.tmp` only if it has the configured segment size and prefill is on. Zeros read the
+//! same as the never-written tail of a fallocated segment, so recovery and every reader treat
+//! both the same.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -178,6 +179,15 @@ impl Preparer {
         self.cv.notify_all();
         Ok(())
     }
+}
+
+/// With prefill off: remove what a run with it on left in `dir` (a spare segment's worth of
+/// disk).
+pub(crate) fn remove_leftovers(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+    for name in [PREPARED, PREPARING] {
+        remove_if_present(storage, &dir.join(name))?;
+    }
+    Ok(())
 }
 
 /// How long to rest after a piece that took `took`.

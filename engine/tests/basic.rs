@@ -133,6 +133,20 @@ fn put_get_roundtrip_with_prepared_segments() {
     }
 }
 
+/// Reopened with prefill off, an engine removes the spare segment a run with it on left.
+#[test]
+fn prefill_off_removes_the_spare_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = small_config(dir.path());
+    c.prefill = Prefill::On;
+    Engine::open(c.clone()).unwrap().close().unwrap();
+    let spare = dir.path().join("commitlog/prepared.tmp");
+    assert!(spare.exists());
+    c.prefill = Prefill::Off;
+    Engine::open(c).unwrap().close().unwrap();
+    assert!(!spare.exists());
+}
+
 /// Off, and Auto in async mode: nothing is prepared.
 #[test]
 fn no_prepared_segment_without_prefill() {
