@@ -335,13 +335,19 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         writeln!(out, "token: {}", r.token_source)?;
         writeln!(
             out,
-            "data: {} (flush {}, backend {})",
+            "data: {} (flush {}, backend {}, segments {} B{})",
             r.data.display(),
             match flush {
                 FlushMode::Sync => "sync",
                 FlushMode::Async => "async",
             },
-            engine.backend_name()
+            engine.backend_name(),
+            engine.config().segment_size_bytes,
+            if engine.config().prefill.enabled(flush) {
+                ", zero-filled ahead"
+            } else {
+                ""
+            }
         )?;
         writeln!(
             out,
