@@ -26,12 +26,13 @@ pub enum FlushMode {
 /// block allocation or extent conversion.
 ///
 /// `Auto` (the default) uses it in sync flush mode, where every put waits for an fdatasync:
-/// `tern bench engine --flush sync --threads 16` (ext4 on virtio, 1 KiB, same window) gave an
-/// acknowledgement p50 of 163–196 µs and p99 of 347–431 µs with it, against 268–282 µs and
-/// 551–971 µs without, and 75–90 k msgs/s against 50–56 k. In async mode the zeros would only
-/// compete with the data for the disk. The cost: a second segment's worth of disk, and about
-/// 1.6 s to zero the first 1 GiB segment of an empty log when the engine opens. (After a crash,
-/// recovery cuts the active segment's tail back to unwritten space instead of reading it all.)
+/// `tern bench engine --flush sync --threads 16` (ext4 on virtio, 1 KiB, one fairly quiet
+/// window, two runs each way) gave an acknowledgement p50 of 140–158 µs and p99 of 296–347 µs
+/// with it, against 204–225 µs and 338–373 µs without, and 90–105 k msgs/s against 69–75 k.
+/// In async mode the zeros would only compete with the data for the disk. The cost: a second
+/// segment's worth of disk, and about 1.6 s to zero the first 1 GiB segment of an empty log
+/// when the engine opens. (After a crash, recovery cuts the active segment's tail back to
+/// unwritten space instead of reading it all.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Prefill {
     /// On in sync flush mode, off in async mode.
