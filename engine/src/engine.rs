@@ -495,12 +495,13 @@ impl Engine {
                 }
             }
         }
+        let clog_dir = commitlog_dir(&shared.config);
         if shared.config.prefill.enabled(shared.config.flush_mode) {
-            let dir = commitlog_dir(&shared.config);
+            let dir = &clog_dir;
             let ctx = || format!("preparing a zero-filled segment in {}", dir.display());
             let preparer = crate::prefill::Preparer::open(
                 &*shared.storage,
-                &dir,
+                dir,
                 shared.config.segment_size_bytes,
             )
             .map_err(|e| Error::io(ctx(), e))?;
@@ -514,12 +515,9 @@ impl Engine {
                 unreachable!("the preparer is set once, here");
             }
         } else {
-            let dir = commitlog_dir(&shared.config);
-            crate::prefill::remove_leftovers(&*shared.storage, &dir).map_err(|e| {
-                Error::io(
-                    format!("removing prefill's spare segment in {}", dir.display()),
-                    e,
-                )
+            crate::prefill::remove_leftovers(&*shared.storage, &clog_dir).map_err(|e| {
+                let what = format!("removing prefill's spare segment in {}", clog_dir.display());
+                Error::io(what, e)
             })?;
         }
         *shared.checkpoint_seq.lock() = report.checkpoint_sequence;

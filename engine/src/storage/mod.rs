@@ -66,13 +66,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// the real file system uses `O_DIRECT`, leaving no dirty pages behind.
     fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
         let zeros = vec![0u8; len.min(1 << 20) as usize];
-        let mut at = offset;
-        while at < offset + len {
-            let n = (offset + len - at).min(zeros.len() as u64) as usize;
-            self.write_at(at, &zeros[..n])?;
-            at += n as u64;
-        }
-        Ok(())
+        write_zeros(&zeros, offset, len, |piece, at| self.write_at(at, piece))
     }
     /// The first range at or after `from` that may hold data, as `(start, end)`; `None` when
     /// everything from `from` on is a hole (reads as zero without being stored). Lets recovery
@@ -147,6 +141,23 @@ impl Deref for Mapping {
             MappingInner::Empty => &[],
         }
     }
+}
+
+/// Cover `[offset, offset + len)` with pieces of `zeros` (a non-empty zero buffer) through
+/// `write(piece, at)`.
+pub(crate) fn write_zeros(
+    zeros: &[u8],
+    offset: u64,
+    len: u64,
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(zeros.len() as u64) as usize;
+        write(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Open-or-create helper that maps `NotFound` on list to an empty listing.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use io_uring::{opcode, types, IoUring};
 
-use super::{LockGuard, Mapping, MappingInner, Storage, StorageFile};
+use super::{write_zeros, LockGuard, Mapping, MappingInner, Storage, StorageFile};
 
 /// How writes and syncs reach the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -380,51 +380,37 @@ impl StorageFile for RealFile {
         use std::os::unix::fs::OpenOptionsExt;
         const PIECE: usize = 1 << 20;
         const ALIGN: usize = 4096;
+        let buffered = |piece: &[u8], at: u64| self.file.write_all_at(piece, at);
         // O_DIRECT takes block-aligned ranges only: the unaligned ends go through the page cache.
         let first = offset.next_multiple_of(ALIGN as u64).min(offset + len);
         let last = ((offset + len) / ALIGN as u64 * ALIGN as u64).max(first);
         for (from, to) in [(offset, first), (last, offset + len)] {
-            if from < to {
-                self.file
-                    .write_all_at(&vec![0u8; (to - from) as usize], from)?;
-            }
+            write_zeros(&[0; ALIGN], from, to - from, buffered)?;
         }
         let (offset, len) = (first, last - first);
         if len == 0 {
             return Ok(());
         }
-        let direct = match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&self.path)
-        {
-            Ok(f) => f,
-            // No O_DIRECT here (tmpfs, some network file systems): zeros through the page
-            // cache do the same job, only leaving dirty pages for the next sync.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let zeros = vec![0u8; (len as usize).min(PIECE)];
-                let mut at = offset;
-                while at < offset + len {
-                    let n = (offset + len - at).min(PIECE as u64) as usize;
-                    self.file.write_all_at(&zeros[..n], at)?;
-                    at += n as u64;
-                }
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
         // An aligned window into a zeroed allocation (O_DIRECT needs an aligned buffer).
         let piece = (len as usize).min(PIECE);
         let raw = vec![0u8; piece + ALIGN];
         let skip = raw.as_ptr().align_offset(ALIGN);
         let zeros = &raw[skip..skip + piece];
-        let mut at = offset;
-        while at < offset + len {
-            let n = (offset + len - at).min(piece as u64) as usize;
-            direct.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&self.path)
+        {
+            Ok(direct) => write_zeros(zeros, offset, len, |piece, at| {
+                direct.write_all_at(piece, at)
+            }),
+            // No O_DIRECT here (tmpfs, some network file systems): zeros through the page
+            // cache do the same job, only leaving dirty pages for the next sync.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                write_zeros(zeros, offset, len, buffered)
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     fn data_after(&self, from: u64) -> io::Result<Option<(u64, u64)>> {
