@@ -133,6 +133,8 @@ fn bench_engine_with_a_small_count_writes_every_figure() {
             "0=9,18=1",
             "--segment-size",
             "1MiB",
+            "--write-buffer",
+            "256KiB",
             "--write-sizes",
             "32KiB,64KiB",
             "--write-bytes",
@@ -157,12 +159,17 @@ fn bench_engine_with_a_small_count_writes_every_figure() {
     );
     assert!(stdout.contains("raw limits"), "{stdout}");
     assert!(stdout.contains("latency per put"), "{stdout}");
+    assert!(stdout.contains("CPU while putting"), "{stdout}");
 
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     // Configuration.
     assert_eq!(v["config"]["args"]["message_size"], 1024);
     assert_eq!(v["config"]["args"]["threads"], 2);
     assert_eq!(v["config"]["engine"]["segment_size_bytes"], 1 << 20);
+    assert_eq!(v["config"]["engine"]["write_buffer_bytes"], 256 << 10);
+    // The putting threads measure their own CPU time; the engine's threads come from /proc.
+    assert!(number(&v, "engine.cpu.groups.putting threads") > 0.0);
+    assert!(number(&v, "engine.cpu.groups.tern-writer") > 0.0);
     assert_eq!(v["config"]["delay_mix_applied"], true);
     // "0=9,18=1": every tenth message is put with delay level 18; the reader, the pulls, the
     // scan and recovery see the other 2,700 in the benchmark topic.
@@ -261,4 +268,26 @@ fn bench_engine_sync_without_raw_reports_puts_per_fdatasync() {
     assert!(number(&v, "engine.puts_per_fdatasync") >= 1.0);
     assert!(v["raw"].is_null());
     assert!(v["engine"]["e2e"].is_null());
+}
+
+#[test]
+fn bench_engine_refuses_a_write_buffer_below_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "bench",
+            "engine",
+            tmp.path().to_str().unwrap(),
+            "--no-raw",
+            "--count",
+            "10",
+            "--write-buffer",
+            "1KiB",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("write_buffer_bytes"), "{stderr}");
 }

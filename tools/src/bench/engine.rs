@@ -11,6 +11,10 @@
 //!    so a **reader thread** that follows every queue with `get` (woken by the engine's arrival
 //!    listener) measures end-to-end latency: put called → message visible to a reader. On a
 //!    2-core machine that reader competes with the writers; `--no-e2e` turns it off.
+//!    While they run, the CPU time of every thread is recorded (see [`super::cpu`]) and printed
+//!    as ns per message by stage: the putting threads, the engine's writer, the kernel's
+//!    io_uring workers (the copy into the page cache), the flusher. On 2 cores the stages share
+//!    the CPUs, so this says which one to make cheaper.
 //! 3. **reads** (unless `--no-reads`), from the page cache: 32-message pulls of every queue
 //!    (messages/s), and a filtered scan with a tag no message has (consume-queue entries/s).
 //! 4. **recovery** (unless `--no-recovery`): the engine is closed, its checkpoint deleted, and
@@ -33,6 +37,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tern_engine::{Engine, EngineConfig, FlushMode, GetRequest, Message, Prefill, WriteBackend};
 
+use super::cpu::{split as cpu_split, thread_cpu_time, CpuSnapshot, CpuSplit};
 use super::hist::{new_histogram, percentile_curve, record, LatencySummary};
 use super::plot::{self, Curve};
 use super::raw::{self, RawOptions, RawReport};
@@ -104,6 +109,10 @@ pub struct EngineArgs {
     /// group commit woke [engine default: 50; 0 = write at once].
     #[arg(long, value_name = "MICROS")]
     pub sync_gather_us: Option<u64>,
+    /// Size of the engine's write buffer: puts wait when this much is staged and not yet
+    /// written [engine default: 8MiB].
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    pub write_buffer: Option<u64>,
     /// Async mode: flush at least this often [engine default: 500].
     #[arg(long, value_name = "MS")]
     pub flush_interval_ms: Option<u64>,
@@ -193,6 +202,8 @@ struct WriterResult {
     batch: Histogram<u64>,
     messages: u64,
     error: Option<String>,
+    /// CPU time the thread used putting.
+    cpu: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -230,6 +241,8 @@ struct PutReport {
     bytes_per_write: Option<f64>,
     backend_used: String,
     errors: Vec<String>,
+    /// CPU used while the puts ran, by thread group.
+    cpu: CpuSplit,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -426,6 +439,9 @@ fn engine_config(args: &EngineArgs, dir: &Path) -> EngineConfig {
     if let Some(bytes) = args.flush_threshold {
         config.flush_threshold_bytes = bytes;
     }
+    if let Some(bytes) = args.write_buffer {
+        config.write_buffer_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
     config
 }
 
@@ -533,6 +549,7 @@ fn writer_thread(
     let mut sent = 0u64;
     let mut delayed = 0u64;
     let mut error = None;
+    let cpu_start = thread_cpu_time();
     // One clock read per put call (it costs ~25 ns here, a tenth of an async put): a latency
     // sample runs from the end of the previous call to the end of this one, so it also holds
     // this loop's own few tens of ns; the same instant stamps the bodies for end-to-end latency.
@@ -577,6 +594,7 @@ fn writer_thread(
         messages: sent,
         delayed,
         error,
+        cpu: thread_cpu_time().saturating_sub(cpu_start),
     }
 }
 
@@ -668,6 +686,7 @@ fn put_phase(
     let expected = AtomicU64::new(u64::MAX);
     let start = Instant::now();
     let before = engine.stats();
+    let cpu_before = CpuSnapshot::take();
     let e2e_on = !args.no_e2e && args.message_size >= 8;
     match (duration, args.count) {
         (Some(d), _) => progress.phase("engine puts (ms)", d.as_millis() as u64),
@@ -735,6 +754,7 @@ fn put_phase(
             }
         }
         let put_end = start.elapsed();
+        let cpu_after = CpuSnapshot::take();
         stop.store(true, Ordering::Relaxed);
         // Delayed messages reach the benchmark topic only when due.
         let messages: u64 = results.iter().map(|r| r.messages - r.delayed).sum();
@@ -746,9 +766,11 @@ fn put_phase(
             handle.thread().unpark();
             handle.join()
         });
-        Ok((results, (put_end, flush_end, flushed), e2e))
+        Ok((results, (put_end, flush_end, flushed, cpu_after), e2e))
     })?;
-    let (put_end, flush_end, flushed) = put_end;
+    let (put_end, flush_end, flushed, cpu_after) = put_end;
+    let put_cpu: Vec<(&str, Duration)> = results.iter().map(|r| ("put-", r.cpu)).collect();
+    let cpu = cpu_split(&cpu_before, &cpu_after, &put_cpu);
     let after = engine.stats();
     let mut put_h = new_histogram();
     let mut batch_h = new_histogram();
@@ -815,6 +837,7 @@ fn put_phase(
         bytes_per_write: (stats.writes > 0).then(|| stats.put_bytes as f64 / stats.writes as f64),
         backend_used: engine.backend_name().to_owned(),
         errors,
+        cpu,
     };
     Ok((report, timeline, curves))
 }
@@ -1113,6 +1136,11 @@ fn print_engine(
         p.stats.commitlog_syncs,
         p.puts_per_fdatasync.map_or("-".into(), |v| format!("{v:.1}")),
         p.stats.checkpoints
+    )?;
+    writeln!(
+        out,
+        "  CPU while putting: {}",
+        p.cpu.lines(p.messages, p.elapsed_s).join("; ")
     )?;
     if let Some(r) = reads {
         writeln!(

@@ -4,6 +4,7 @@
 //! engine figure is also printed as a ratio to the raw limit measured in the same run, because
 //! these machines are shared and noisy.
 
+mod cpu;
 mod engine;
 mod hist;
 mod plot;
