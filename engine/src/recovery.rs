@@ -27,6 +27,11 @@
 //! A record below `C` that no longer decodes (bit rot) leaves its entry trusted: later entries stay
 //! indexed and reads skip that record because its CRC fails.
 //!
+//! Consume-queue files removed by hand: if no queue indexes the records just below `C`, the walk
+//! starts at the end of the last record any queue still indexes instead (the log's start when
+//! every queue is gone), after a clean shutdown too. A queue removed while others remain is
+//! rebuilt only from that point on.
+//!
 //! Limit: `F` is as fresh as the last checkpoint (every `checkpoint_interval_ms`, default 1 s).
 //! Corruption of a record written after the last checkpoint cannot be told from a torn tail, so
 //! the log ends there, as in RocketMQ's abnormal recovery.
@@ -181,6 +186,18 @@ fn trusted_prefix(commitlog: &CommitLog, queue: &ConsumeQueue, c: u64, clog_min:
     lo
 }
 
+/// Commitlog offset just past the record a queue's entry `next - 1` indexes (a hole: where the
+/// corruption it stands for was); `None` for an empty queue.
+fn indexed_end(queue: &ConsumeQueue, next: u64) -> Option<u64> {
+    let e = queue.entry(next.checked_sub(1)?)?;
+    let offset = e.commitlog_offset.get();
+    Some(if e.is_hole() {
+        offset
+    } else {
+        offset.saturating_add(u64::from(e.size.get()))
+    })
+}
+
 /// Find the next valid record strictly after `from` within `seg`, below `limit`.
 fn resync(seg: &Segment, from: u64, limit: u64) -> Option<u64> {
     let bytes = seg.bytes();
@@ -270,6 +287,28 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
     for q in &queues {
         let k = trusted_prefix(commitlog, q, c, clog_min);
         q.next_offset.store(k, Ordering::Relaxed);
+    }
+    // Consume-queue files removed by hand (RocketMQ's way to have them rebuilt): when no queue
+    // indexes the records just below C, walk from the end of the last record any queue still
+    // indexes, even after a clean shutdown. With every queue gone that is the log's start.
+    let covered = queues
+        .iter()
+        .filter_map(|q| indexed_end(q, q.next_offset.load(Ordering::Relaxed)))
+        .max()
+        .unwrap_or(clog_min)
+        .max(clog_min);
+    if covered < c {
+        tracing::debug!(
+            from = covered,
+            checkpoint = c,
+            "walking from the last indexed record"
+        );
+        c = covered;
+        report.start_offset = c;
+        for q in &queues {
+            let k = trusted_prefix(commitlog, q, c, clog_min);
+            q.next_offset.store(k, Ordering::Relaxed);
+        }
     }
 
     // 2. Walk the tail from C, rebuilding entries.

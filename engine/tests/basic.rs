@@ -326,3 +326,47 @@ fn stale_bytes_far_past_the_end_of_the_log_are_cut() {
     assert_eq!(back, [0; 5], "the stale bytes are gone");
     assert_eq!(get_all(&engine, "t", 0, "*").len(), 1);
 }
+
+#[test]
+fn consume_queues_removed_by_hand_are_rebuilt_after_a_clean_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = small_config(tmp.path());
+    let engine = Engine::open(c.clone()).unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..300u32 {
+        let topic = if i % 3 == 0 { "audit" } else { "orders" };
+        let body = format!("m{i:0>300}").into_bytes();
+        let r = engine
+            .put(&Message::new(topic, i % 2, "T", body.clone()))
+            .unwrap();
+        expected
+            .entry((topic, i % 2))
+            .or_insert_with(Vec::new)
+            .push((r.queue_offset, "T".to_owned(), body));
+    }
+    assert!(
+        engine.commitlog_info().2 > c.segment_size_bytes,
+        "the test spans segments"
+    );
+    engine.close().unwrap();
+
+    // A clean reopen trusts the consume queues: nothing is rebuilt.
+    let engine = Engine::open(c.clone()).unwrap();
+    assert!(!engine.recovery_report().unclean);
+    assert_eq!(engine.recovery_report().rebuilt_entries, 0);
+    engine.close().unwrap();
+
+    std::fs::remove_dir_all(tmp.path().join("consumequeue")).unwrap();
+    let engine = Engine::open(c).unwrap();
+    let report = engine.recovery_report().clone();
+    assert!(!report.unclean);
+    assert_eq!(report.rebuilt_entries, 300);
+    assert_eq!(report.corrupt_records, 0);
+    for ((topic, queue), want) in &expected {
+        assert_eq!(
+            &get_all(&engine, topic, *queue, "*"),
+            want,
+            "{topic}/{queue}"
+        );
+    }
+}
