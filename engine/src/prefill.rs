@@ -57,7 +57,10 @@ pub(crate) struct Preparer {
 
 impl Preparer {
     /// Look at what a previous run left in `dir` (the commitlog directory): a `prepared.tmp` of
-    /// `segment_size` bytes is kept; anything else of ours is removed.
+    /// `segment_size` bytes is kept, one of another size removed. A half-made `preparing.tmp`
+    /// is left to [`Preparer::prepare`], which removes it before it starts over: deleting a
+    /// large file takes a while (0.23 s for a 1 GiB one here), better spent on the preparing
+    /// thread than while the engine opens.
     pub(crate) fn open(storage: &dyn Storage, dir: &Path, segment_size: u64) -> io::Result<Self> {
         let prepared = dir.join(PREPARED);
         let ready = match storage.open(&prepared, false) {
@@ -65,10 +68,8 @@ impl Preparer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(e),
         };
-        for (name, keep) in [(PREPARED, ready), (PREPARING, false)] {
-            if !keep {
-                remove_if_present(storage, &dir.join(name))?;
-            }
+        if !ready {
+            remove_if_present(storage, &prepared)?;
         }
         Ok(Preparer {
             dir: dir.to_owned(),
@@ -229,12 +230,18 @@ mod tests {
         write(&storage, &dir.join(PREPARING), 10);
         let p = Preparer::open(&storage, &dir, SIZE).unwrap();
         assert!(p.state.lock().ready);
-        assert_eq!(storage.list(&dir).unwrap(), vec![PREPARED.to_owned()]);
+        let mut names = storage.list(&dir).unwrap();
+        names.sort();
+        // The half-made file stays for the thread (it removes it before starting over).
+        assert_eq!(names, vec![PREPARED.to_owned(), PREPARING.to_owned()]);
 
         // Another segment size: the file does not fit and goes.
         let p = Preparer::open(&storage, &dir, SIZE * 2).unwrap();
         assert!(!p.state.lock().ready);
-        assert!(storage.list(&dir).unwrap().is_empty());
+        assert_eq!(storage.list(&dir).unwrap(), vec![PREPARING.to_owned()]);
+        // Preparing starts by removing the leftover.
+        p.prepare_now(&storage).unwrap();
+        assert_eq!(storage.list(&dir).unwrap(), vec![PREPARED.to_owned()]);
     }
 
     #[test]

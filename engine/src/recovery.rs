@@ -476,10 +476,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
             if stale > 0 || unchecked {
                 let ctx = || format!("zeroing the tail of {}", seg.path().display());
                 seg.file()
-                    .set_len(end - seg.start())
-                    .map_err(|e| Error::io(ctx(), e))?;
-                seg.file()
-                    .allocate(seg.size())
+                    .clear_from(end - seg.start())
                     .map_err(|e| Error::io(ctx(), e))?;
             }
         }

@@ -346,6 +346,44 @@ impl StorageFile for RealFile {
         self.file.set_len(len)
     }
 
+    fn clear_from(&self, offset: u64) -> io::Result<()> {
+        let len = self.len()?;
+        if offset >= len {
+            return Ok(());
+        }
+        let (Ok(at), Ok(count)) = (
+            libc::off_t::try_from(offset),
+            libc::off_t::try_from(len - offset),
+        ) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range too large",
+            ));
+        };
+        // SAFETY: fallocate on a descriptor this struct owns; ZERO_RANGE with KEEP_SIZE neither
+        // moves the end of the file nor touches bytes outside the range.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                at,
+                count,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // File systems without zero-range: cut and reserve again.
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
+                self.set_len(offset)?;
+                self.allocate(len)
+            }
+            _ => Err(err),
+        }
+    }
+
     fn allocate(&self, len: u64) -> io::Result<()> {
         let len_arg = libc::off_t::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
@@ -519,6 +557,31 @@ mod tests {
             "{} bytes on disk",
             meta.blocks() * 512
         );
+    }
+
+    #[test]
+    fn clear_from_zeroes_the_tail_and_keeps_length_and_reservation() {
+        let (dir, file) = scratch_file();
+        let len = 8u64 << 20;
+        file.allocate(len).unwrap();
+        file.zero_fill(0, len).unwrap();
+        file.write_at(0, &vec![7; 3 << 20]).unwrap();
+        file.sync_data().unwrap();
+        // Cut inside a block, as recovery does at a record boundary.
+        let cut = (1 << 20) + 123;
+        file.clear_from(cut).unwrap();
+        assert_eq!(file.len().unwrap(), len);
+        let mut back = vec![1u8; 3 << 20];
+        file.read_at(0, &mut back).unwrap();
+        assert!(back[..cut as usize].iter().all(|&b| b == 7));
+        assert!(back[cut as usize..].iter().all(|&b| b == 0));
+        // Still reserved: later writes and their fdatasyncs need not allocate.
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir.path().join("seg")).unwrap();
+        assert!(meta.blocks() * 512 >= len, "{} blocks", meta.blocks());
+        // Past the end: nothing to do.
+        file.clear_from(len + 1).unwrap();
+        assert_eq!(file.len().unwrap(), len);
     }
 
     /// `data_after` skips the hole of a pre-allocated file and finds data written past it.
