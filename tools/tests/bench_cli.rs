@@ -110,47 +110,52 @@ fn number(v: &serde_json::Value, path: &str) -> f64 {
         .unwrap_or_else(|| panic!("{path} is not a number: {cur}"))
 }
 
+/// Run the `tern` binary with `args` (logging only errors).
+fn tern(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn bench_engine_with_a_small_count_writes_every_figure() {
     let tmp = tempfile::tempdir().unwrap();
     let json_path = tmp.path().join("bench.json");
     let svg_path = tmp.path().join("bench.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "bench",
-            "engine",
-            tmp.path().to_str().unwrap(),
-            "--count",
-            "3000",
-            "--threads",
-            "2",
-            "--batch",
-            "4",
-            "--tags",
-            "TagA=3,TagB=1",
-            "--delay-mix",
-            // Level 18 is 2 h: nothing delayed comes due during the test.
-            "0=9,18=1",
-            "--segment-size",
-            "1MiB",
-            "--write-buffer",
-            "256KiB",
-            "--write-sizes",
-            "32KiB,64KiB",
-            "--write-bytes",
-            "2MiB",
-            "--fsync-count",
-            "10",
-            "--memcpy-bytes",
-            "8MiB",
-            "--json",
-            json_path.to_str().unwrap(),
-            "--plot",
-            svg_path.to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let out = tern(&[
+        "bench",
+        "engine",
+        tmp.path().to_str().unwrap(),
+        "--count",
+        "3000",
+        "--threads",
+        "2",
+        "--batch",
+        "4",
+        "--tags",
+        "TagA=3,TagB=1",
+        "--delay-mix",
+        // Level 18 is 2 h: nothing delayed comes due during the test.
+        "0=9,18=1",
+        "--segment-size",
+        "1MiB",
+        "--write-buffer",
+        "256KiB",
+        "--write-sizes",
+        "32KiB,64KiB",
+        "--write-bytes",
+        "2MiB",
+        "--fsync-count",
+        "10",
+        "--memcpy-bytes",
+        "8MiB",
+        "--json",
+        json_path.to_str().unwrap(),
+        "--plot",
+        svg_path.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -231,31 +236,27 @@ fn bench_engine_with_a_small_count_writes_every_figure() {
 fn bench_engine_sync_without_raw_reports_puts_per_fdatasync() {
     let tmp = tempfile::tempdir().unwrap();
     let json_path = tmp.path().join("sync.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "bench",
-            "engine",
-            tmp.path().to_str().unwrap(),
-            "--no-raw",
-            "--no-reads",
-            "--no-recovery",
-            "--no-e2e",
-            "--flush",
-            "sync",
-            "--backend",
-            "pwrite",
-            "--threads",
-            "4",
-            "--count",
-            "200",
-            "--segment-size",
-            "1MiB",
-            "--json",
-            json_path.to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let out = tern(&[
+        "bench",
+        "engine",
+        tmp.path().to_str().unwrap(),
+        "--no-raw",
+        "--no-reads",
+        "--no-recovery",
+        "--no-e2e",
+        "--flush",
+        "sync",
+        "--backend",
+        "pwrite",
+        "--threads",
+        "4",
+        "--count",
+        "200",
+        "--segment-size",
+        "1MiB",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -273,20 +274,16 @@ fn bench_engine_sync_without_raw_reports_puts_per_fdatasync() {
 #[test]
 fn bench_engine_refuses_a_write_buffer_below_the_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "bench",
-            "engine",
-            tmp.path().to_str().unwrap(),
-            "--no-raw",
-            "--count",
-            "10",
-            "--write-buffer",
-            "1KiB",
-        ])
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let out = tern(&[
+        "bench",
+        "engine",
+        tmp.path().to_str().unwrap(),
+        "--no-raw",
+        "--count",
+        "10",
+        "--write-buffer",
+        "1KiB",
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("write_buffer_bytes"), "{stderr}");
