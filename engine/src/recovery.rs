@@ -9,9 +9,8 @@
 //! |---------------------------------------------------|----------------------------------------------------|
 //! | valid record (CRC ok, stored offset == `p`)       | rebuild its consume-queue entry; continue after it |
 //! | end-of-segment marker reaching the segment end    | continue at the next segment's start               |
-//! | zero bytes                                        | end of the log: `E = p`                            |
-//! | invalid bytes at `p >= F` (torn or unsynced tail) | end of the log: `E = p`                            |
-//! | invalid bytes at `p < F` (corruption of durable data) | report it; resume at the next valid record (found by its magic, CRC and self-offset) or at `F`; the queue offset it held becomes a hole |
+//! | zero or invalid bytes at `p >= F` (torn or unsynced tail) | end of the log: `E = p`                    |
+//! | zero or invalid bytes at `p < F` (corruption of durable data) | report it; resume at the next valid record (found by its magic, CRC and self-offset) or at `F`; the queue offset it held becomes a hole |
 //! | record for a queue offset below the queue's next  | report it; do not index it                         |
 //! | record for a queue offset above the queue's next  | write holes for the gap, then its entry            |
 //! | record for an unknown topic                       | recreate the topic (queue count from the records)  |
@@ -428,18 +427,18 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
                 report.scanned_bytes += seg.end() - pos;
                 pos = seg.end();
             }
-            Ok(Slot::Empty) => {
-                // A zero tail too short for an end-of-segment marker: the log goes on in the
-                // next segment, if there is one.
-                let next_exists = commitlog.segment_for(seg.end()).is_some();
-                if seg.end() - pos < EOS_LEN as u64 && next_exists {
-                    report.scanned_bytes += seg.end() - pos;
-                    pos = seg.end();
-                    continue;
-                }
-                break;
+            // A zero tail too short for an end-of-segment marker: the log goes on in the next
+            // segment, if there is one.
+            Ok(Slot::Empty)
+                if seg.end() - pos < EOS_LEN as u64
+                    && commitlog.segment_for(seg.end()).is_some() =>
+            {
+                report.scanned_bytes += seg.end() - pos;
+                pos = seg.end();
             }
-            Ok(Slot::Record(_)) | Err(_) => {
+            // Zeros at or past F end the log; below F they are durable bytes lost (a zeroed
+            // block), skipped like any corruption so the durable records after them stay.
+            Ok(Slot::Empty) | Ok(Slot::Record(_)) | Err(_) => {
                 if pos >= f {
                     break;
                 }

@@ -1,4 +1,4 @@
-//! Engine bugs found by fuzzing (F1–F6), fixed, and kept as named regression tests.
+//! Engine bugs found by fuzzing (F1–F7), fixed, and kept as named regression tests.
 
 use std::sync::Arc;
 
@@ -271,6 +271,66 @@ fn a_get_never_serves_another_queues_record() {
             got.next_offset - 1
         );
     }
+}
+
+/// F7 (fuzzer artifact crash-8602339a…, `regressions/engine_recover/f7-zeros-below-the-checkpoint`).
+/// Found in a change of this session, before it landed: recovery started walking from the end
+/// of the last record a consume queue indexes when that lay below the clean checkpoint (to
+/// rebuild removed consume-queue files), and took the zeros it met there for the end of the log,
+/// dropping the durable record after them. Zeros below `commitlog_durable` are now skipped like
+/// corrupt bytes. Here: A (queue 0, offset 0) at 0, zeros, B (queue 0, offset 1) at 8,192, a
+/// clean checkpoint past B, and a consume-queue file indexing only A.
+#[test]
+fn zeros_below_the_checkpoint_do_not_end_the_log() {
+    let a = record_at(0, 0, 0, b"A");
+    let b_at = 8_192u64;
+    let b = record_at(b_at, 0, 1, b"B");
+    let end = b_at + b.len() as u64;
+    let mut segment = a.clone();
+    segment.resize(b_at as usize, 0);
+    segment.extend_from_slice(&b);
+    let consume_queue = CqEntry::new(0, a.len() as u32, fnv1a_64(b"TagA"))
+        .as_bytes()
+        .to_vec();
+    let (slot_at, slot) = Checkpoint {
+        sequence: 1,
+        commitlog_durable: end,
+        cq_durable: end,
+        timestamp_ms: 0,
+        clean: true,
+    }
+    .encode();
+    let mut checkpoint = vec![0u8; FILE_LEN];
+    checkpoint[slot_at as usize..slot_at as usize + slot.len()].copy_from_slice(&slot);
+    let input = Input {
+        flags: flags::CHECKPOINT | flags::CONSUME_QUEUE | flags::TOPICS,
+        params: 0,
+        split: 0,
+        checkpoint,
+        consume_queue,
+        segment,
+    };
+    eprintln!("engine_recover input: {}", hex(&input.to_bytes()));
+    let storage = build_disk(&input).unwrap();
+    let engine = Engine::open_with_storage(config(false), Arc::new(storage)).unwrap();
+    assert_eq!(engine.positions().0, end, "the log still ends after B");
+    assert_eq!(engine.queue_offsets(TOPIC, 0).unwrap(), (0, 2));
+    let all = engine.filter("*").unwrap();
+    let got = engine
+        .get(&GetRequest {
+            topic: TOPIC,
+            queue_id: 0,
+            offset: 1,
+            max_messages: 1,
+            max_bytes: u64::MAX,
+            filter: &all,
+        })
+        .unwrap();
+    assert_eq!(got.messages.first().map(|m| m.view().body()), Some(&b"B"[..]));
+    let put = engine
+        .put(&Message::new(TOPIC, 0, "TagA", b"C".to_vec()))
+        .unwrap();
+    assert_eq!((put.commitlog_offset, put.queue_offset), (end, 2));
 }
 
 fn hex(bytes: &[u8]) -> String {
