@@ -6,7 +6,7 @@ use tern_engine::format::checkpoint::{Checkpoint, FILE_LEN};
 use tern_engine::format::cq::CqEntry;
 use tern_engine::format::record::{self, RecordFields};
 use tern_engine::tag::fnv1a_64;
-use tern_engine::{Engine, GetRequest, Message};
+use tern_engine::{Engine, GetRequest, GetResult, Message};
 use tern_fuzz::engine_recover::{build_disk, config, flags, Input, SEGMENT_SIZE_BYTES, TOPIC};
 use zerocopy::IntoBytes;
 
@@ -161,18 +161,8 @@ fn a_restarted_queue_survives_a_clean_restart() {
     let engine = Engine::open_with_storage(config(false), Arc::new(storage)).unwrap();
     let (min, max) = engine.queue_offsets(TOPIC, 0).unwrap();
     assert!(min <= 2_005 && max == 2_007, "queue offsets {min}..{max}");
-    let all = engine.filter("*").unwrap();
     for (offset, body) in [(2_005, &b""[..]), (2_006, &b"after"[..])] {
-        let got = engine
-            .get(&GetRequest {
-                topic: TOPIC,
-                queue_id: 0,
-                offset,
-                max_messages: 1,
-                max_bytes: u64::MAX,
-                filter: &all,
-            })
-            .unwrap();
+        let got = get_one(&engine, offset);
         let m = got
             .messages
             .first()
@@ -228,16 +218,7 @@ fn a_get_never_serves_another_queues_record() {
     ]
     .as_bytes()
     .to_vec();
-    let (slot_at, slot) = Checkpoint {
-        sequence: 1,
-        commitlog_durable: end,
-        cq_durable: end,
-        timestamp_ms: 0,
-        clean: true,
-    }
-    .encode();
-    let mut checkpoint = vec![0u8; FILE_LEN];
-    checkpoint[slot_at as usize..slot_at as usize + slot.len()].copy_from_slice(&slot);
+    let checkpoint = clean_checkpoint(end);
 
     let input = Input {
         flags: flags::CHECKPOINT | flags::CONSUME_QUEUE | flags::TOPICS,
@@ -247,20 +228,8 @@ fn a_get_never_serves_another_queues_record() {
         consume_queue,
         segment,
     };
-    eprintln!("engine_recover input: {}", hex(&input.to_bytes()));
-    let storage = build_disk(&input).unwrap();
-    let engine = Engine::open_with_storage(config(false), Arc::new(storage)).unwrap();
-    let all = engine.filter("*").unwrap();
-    let got = engine
-        .get(&GetRequest {
-            topic: TOPIC,
-            queue_id: 0,
-            offset: 0,
-            max_messages: 1,
-            max_bytes: u64::MAX,
-            filter: &all,
-        })
-        .unwrap();
+    let engine = open_printed(&input);
+    let got = get_one(&engine, 0);
     for m in &got.messages {
         let v = m.view();
         assert_eq!(
@@ -292,6 +261,35 @@ fn zeros_below_the_checkpoint_do_not_end_the_log() {
     let consume_queue = CqEntry::new(0, a.len() as u32, fnv1a_64(b"TagA"))
         .as_bytes()
         .to_vec();
+    let checkpoint = clean_checkpoint(end);
+    let input = Input {
+        flags: flags::CHECKPOINT | flags::CONSUME_QUEUE | flags::TOPICS,
+        params: 0,
+        split: 0,
+        checkpoint,
+        consume_queue,
+        segment,
+    };
+    let engine = open_printed(&input);
+    assert_eq!(engine.positions().0, end, "the log still ends after B");
+    assert_eq!(engine.queue_offsets(TOPIC, 0).unwrap(), (0, 2));
+    let got = get_one(&engine, 1);
+    assert_eq!(got.messages.first().map(|m| m.view().body()), Some(&b"B"[..]));
+    let put = engine
+        .put(&Message::new(TOPIC, 0, "TagA", b"C".to_vec()))
+        .unwrap();
+    assert_eq!((put.commitlog_offset, put.queue_offset), (end, 2));
+}
+
+/// Print `input` as hex (to replay it through the target) and open it (it must open).
+fn open_printed(input: &Input) -> Engine {
+    eprintln!("engine_recover input: {}", hex(&input.to_bytes()));
+    let storage = build_disk(input).unwrap();
+    Engine::open_with_storage(config(false), Arc::new(storage)).unwrap()
+}
+
+/// A checkpoint file written by a clean shutdown with both offsets at `end`.
+fn clean_checkpoint(end: u64) -> Vec<u8> {
     let (slot_at, slot) = Checkpoint {
         sequence: 1,
         commitlog_durable: end,
@@ -302,35 +300,22 @@ fn zeros_below_the_checkpoint_do_not_end_the_log() {
     .encode();
     let mut checkpoint = vec![0u8; FILE_LEN];
     checkpoint[slot_at as usize..slot_at as usize + slot.len()].copy_from_slice(&slot);
-    let input = Input {
-        flags: flags::CHECKPOINT | flags::CONSUME_QUEUE | flags::TOPICS,
-        params: 0,
-        split: 0,
-        checkpoint,
-        consume_queue,
-        segment,
-    };
-    eprintln!("engine_recover input: {}", hex(&input.to_bytes()));
-    let storage = build_disk(&input).unwrap();
-    let engine = Engine::open_with_storage(config(false), Arc::new(storage)).unwrap();
-    assert_eq!(engine.positions().0, end, "the log still ends after B");
-    assert_eq!(engine.queue_offsets(TOPIC, 0).unwrap(), (0, 2));
+    checkpoint
+}
+
+/// A one-message get of `fuzz`/0 at `offset`, any tag.
+fn get_one(engine: &Engine, offset: u64) -> GetResult {
     let all = engine.filter("*").unwrap();
-    let got = engine
+    engine
         .get(&GetRequest {
             topic: TOPIC,
             queue_id: 0,
-            offset: 1,
+            offset,
             max_messages: 1,
             max_bytes: u64::MAX,
             filter: &all,
         })
-        .unwrap();
-    assert_eq!(got.messages.first().map(|m| m.view().body()), Some(&b"B"[..]));
-    let put = engine
-        .put(&Message::new(TOPIC, 0, "TagA", b"C".to_vec()))
-        .unwrap();
-    assert_eq!((put.commitlog_offset, put.queue_offset), (end, 2));
+        .unwrap()
 }
 
 fn hex(bytes: &[u8]) -> String {
