@@ -283,10 +283,13 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
         .values()
         .flat_map(|t| t.queues.iter().cloned())
         .collect();
-    for q in &queues {
-        let k = trusted_prefix(commitlog, q, c, clog_min);
-        q.next_offset.store(k, Ordering::Relaxed);
-    }
+    let trust_below = |c: u64| {
+        for q in &queues {
+            let k = trusted_prefix(commitlog, q, c, clog_min);
+            q.next_offset.store(k, Ordering::Relaxed);
+        }
+    };
+    trust_below(c);
     // Consume-queue files removed by hand (RocketMQ's way to have them rebuilt): when no queue
     // indexes the records just below C, walk from the end of the last record any queue still
     // indexes, even after a clean shutdown. With every queue gone that is the log's start.
@@ -304,10 +307,7 @@ pub(crate) fn recover(shared: &Shared) -> Result<RecoveryReport> {
         );
         c = covered;
         report.start_offset = c;
-        for q in &queues {
-            let k = trusted_prefix(commitlog, q, c, clog_min);
-            q.next_offset.store(k, Ordering::Relaxed);
-        }
+        trust_below(c);
     }
 
     // 2. Walk the tail from C, rebuilding entries.

@@ -59,8 +59,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// against 159–161 ms for the cut and re-reservation).
     fn clear_from(&self, offset: u64) -> io::Result<()> {
         let len = self.len()?;
-        self.set_len(offset)?;
-        self.allocate(len)
+        cut_and_reserve(self, offset, len)
     }
     /// The file's length.
     fn len(&self) -> io::Result<u64>;
@@ -172,6 +171,17 @@ pub(crate) fn write_zeros(
 }
 
 /// Open-or-create helper that maps `NotFound` on list to an empty listing.
+/// Cut `file` at `offset`, then reserve it back to `len` (the new bytes read as zero): the
+/// portable way to clear a tail ([`StorageFile::clear_from`]).
+pub(crate) fn cut_and_reserve<F: StorageFile + ?Sized>(
+    file: &F,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    file.set_len(offset)?;
+    file.allocate(len)
+}
+
 pub(crate) fn list_or_empty(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<String>> {
     match storage.list(dir) {
         Ok(names) => Ok(names),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use io_uring::{opcode, types, IoUring};
 
-use super::{write_zeros, LockGuard, Mapping, MappingInner, Storage, StorageFile};
+use super::{cut_and_reserve, write_zeros, LockGuard, Mapping, MappingInner, Storage, StorageFile};
 
 /// How writes and syncs reach the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -377,8 +377,7 @@ impl StorageFile for RealFile {
         match err.raw_os_error() {
             // File systems without zero-range: cut and reserve again.
             Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
-                self.set_len(offset)?;
-                self.allocate(len)
+                cut_and_reserve(self, offset, len)
             }
             _ => Err(err),
         }
