@@ -1300,6 +1300,8 @@ impl Shared {
             // Sealed (CRC filled in) by the writer thread before the write.
             let written = record::encode_unsealed_into(&mut app.buf, &fields);
             assert_eq!(written, size);
+            // The next record is most likely the same size.
+            crate::prefetch::for_next_record(&app.buf, size);
             queue.next_offset.store(queue_offset + 1, Ordering::Relaxed);
             app.next_offset += size as u64;
             let tag_hash = if st.flags & record::flags::SCHEDULED != 0 {

@@ -40,6 +40,7 @@ pub mod format;
 pub mod limits;
 pub mod message;
 pub mod names;
+mod prefetch;
 mod prefill;
 pub mod recovery;
 pub mod schedule;

@@ -122,3 +122,7 @@ pub const SCHEDULER_ROUND_MAX: usize = 4_096;
 /// The byte position of an entry, `queue_offset × 20`, must fit in the 20-digit file names of
 /// the consume queue; recovery treats a record beyond this as corrupt.
 pub const QUEUE_OFFSET_MAX: u64 = 1 << 59;
+
+/// After a put, at most this many bytes of the write buffer past the record are prefetched for
+/// the next record (see `prefetch`); larger records stream well without it.
+pub const PREFETCH_NEXT_RECORD_BYTES_MAX: usize = 4096;
