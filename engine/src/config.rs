@@ -99,6 +99,9 @@ pub struct EngineConfig {
     pub delay_levels_ms: Vec<u64>,
     /// Messages older than this are never delivered and their segments are deleted.
     pub retention_ms: u64,
+    /// A checkpoint rewrites `timer/log` with only the timers still pending once the log holds at
+    /// least this many bytes and at least half of it is for timers already delivered.
+    pub timer_log_compact_bytes: u64,
     /// Failures after which a message goes to the dead-letter topic (per-group overrides via
     /// `Engine::set_max_reconsume`).
     pub max_reconsume_times: u32,
@@ -145,6 +148,7 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             delay_levels_ms: DELAY_LEVELS_MS_DEFAULT.to_vec(),
             retention_ms: RETENTION_MS_DEFAULT,
+            timer_log_compact_bytes: TIMER_LOG_COMPACT_BYTES_DEFAULT,
             max_reconsume_times: MAX_RECONSUME_TIMES_DEFAULT,
             deletion_hour_utc: Some(DELETION_HOUR_UTC_DEFAULT),
             disk_clean_ratio: DISK_CLEAN_RATIO_DEFAULT,

@@ -117,6 +117,11 @@ pub const CLEANER_INTERVAL_MS_DEFAULT: u64 = 10_000;
 pub const TIMER_SLOT_MS: u64 = 1_000;
 /// Most due messages one scheduler round delivers (bounds a round's work).
 pub const SCHEDULER_ROUND_MAX: usize = 4_096;
+/// The timer log is rewritten with only its live entries once it holds at least this many bytes
+/// and at least half of its entries are for timers already delivered (64 MiB: 2.4 M entries).
+pub const TIMER_LOG_COMPACT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// The timer log is read and rewritten in pieces of this many entries (1 MiB).
+pub const TIMER_LOG_CHUNK_ENTRIES: usize = 37_449;
 
 /// Largest queue offset a record may carry (2^59: 18,000 years at a million messages a second).
 /// The byte position of an entry, `queue_offset × 20`, must fit in the 20-digit file names of

@@ -17,6 +17,12 @@
 //! (16 B × slots: 5.3 MiB for 72 h) plus the timers due within the current second, however many
 //! timers are pending (see [`Scheduler::timer_memory_bytes`]).
 //!
+//! The log only grows between compactions: once it holds `timer_log_compact_bytes` and at least
+//! half of it is for delivered timers, a checkpoint writes the next generation (`timer/log.{n}`)
+//! with only the entries a restart could still need, syncs it, and names it in the progress
+//! file before removing the old one (`docs/FORMAT.md` §8). Opening reads the log a piece at a
+//! time.
+//!
 //! # Progress and crashes
 //! Re-puts carry where they came from (`%SCHED` = `level:queue_offset`, `%TIMER_SRC`), and
 //! progress is persisted (`config/schedule_progress.json`, atomic write) at every checkpoint,
@@ -35,7 +41,7 @@
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -48,7 +54,7 @@ use crate::format::record::{self, flags, RecordView};
 use crate::limits::*;
 use crate::message::Message;
 use crate::names::{self, SCHEDULE_TOPIC, TIMER_TOPIC};
-use crate::storage::StorageFile;
+use crate::storage::{list_or_empty, StorageFile};
 
 /// Property: the real topic of a scheduled message.
 pub const PROP_REAL_TOPIC: &str = "%REAL_TOPIC";
@@ -178,6 +184,9 @@ struct ProgressFile {
     timer_log_len: u64,
     /// Every indexed timer due before this was durably re-put.
     timer_watermark_ms: u64,
+    /// Which timer log is current: `timer/log` for 0, `timer/log.{n}` after the n-th compaction.
+    #[serde(default)]
+    timer_log_generation: u64,
 }
 
 /// Which of two ways a failed message went.
@@ -202,6 +211,9 @@ struct LevelState {
 
 struct Wheel {
     log: Option<Arc<dyn StorageFile>>,
+    /// Path of `log`, and its generation (see [`timer_log_path`]).
+    path: PathBuf,
+    generation: u64,
     log_len: u64,
     /// Per slot: (second, head entry position + 1); fixed size.
     slots: Vec<(u64, u64)>,
@@ -220,6 +232,36 @@ struct Wheel {
     delivered_total: u64,
 }
 
+impl Wheel {
+    /// The entry at `pos` was logged before this open and was due before the watermark then:
+    /// it was durably delivered before the restart.
+    fn delivered_before_open(&self, pos: u64, deliver_at: u64) -> bool {
+        pos < self.log_len_at_open && deliver_at < self.skip_before
+    }
+
+    /// Every timer due before this is delivered and its re-put is durable (after `inflight`
+    /// dropped the durable ones).
+    fn watermark(&self) -> u64 {
+        let mut watermark = self.loaded_until * TIMER_SLOT_MS;
+        if let Some(Reverse((at, _, _))) = self.heap.peek() {
+            watermark = watermark.min(*at);
+        }
+        if let Some(&(at, _)) = self.inflight.front() {
+            watermark = watermark.min(at);
+        }
+        watermark
+    }
+
+    /// Entries in the log that no longer matter (delivered, or delivered before the restart).
+    fn dead_entries(&self) -> u64 {
+        self.delivered_total
+    }
+
+    fn logged_entries(&self) -> u64 {
+        (self.log_len - TIMER_LOG_MAGIC.len() as u64) / TIMER_ENTRY_LEN
+    }
+}
+
 struct State {
     levels: Vec<LevelState>,
     wheel: Wheel,
@@ -229,7 +271,7 @@ struct State {
 pub(crate) struct Scheduler {
     state: Mutex<State>,
     progress_path: PathBuf,
-    timer_log_path: PathBuf,
+    timer_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -242,6 +284,84 @@ fn slot_count(retention_ms: u64) -> usize {
     ((retention_ms + 86_400_000) / TIMER_SLOT_MS + 1) as usize
 }
 
+/// The timer log of `generation`: `timer/log` until the first compaction, then `timer/log.{n}`.
+fn timer_log_path(timer_dir: &Path, generation: u64) -> PathBuf {
+    if generation == 0 {
+        timer_dir.join("log")
+    } else {
+        timer_dir.join(format!("log.{generation}"))
+    }
+}
+
+/// One timer log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimerEntry {
+    deliver_at: u64,
+    commitlog_offset: u64,
+    size: u32,
+    /// Position + 1 of the previous entry of the same second (0: none).
+    prev: u64,
+}
+
+impl TimerEntry {
+    fn decode(e: &[u8]) -> TimerEntry {
+        let u64_at = |at: usize| u64::from_le_bytes(e[at..at + 8].try_into().expect("8 bytes"));
+        TimerEntry {
+            deliver_at: u64_at(0),
+            commitlog_offset: u64_at(8),
+            size: u32::from_le_bytes(e[16..20].try_into().expect("4 bytes")),
+            prev: u64_at(20),
+        }
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.deliver_at.to_le_bytes());
+        out.extend_from_slice(&self.commitlog_offset.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.prev.to_le_bytes());
+    }
+}
+
+/// Call `f(position, entry)` for every entry of `log` below `len`, reading a piece at a time.
+fn for_each_timer_entry(
+    log: &dyn StorageFile,
+    len: u64,
+    mut f: impl FnMut(u64, TimerEntry),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; TIMER_LOG_CHUNK_ENTRIES * TIMER_ENTRY_LEN as usize];
+    let mut pos = TIMER_LOG_MAGIC.len() as u64;
+    while pos + TIMER_ENTRY_LEN <= len {
+        let n = ((len - pos) / TIMER_ENTRY_LEN).min(TIMER_LOG_CHUNK_ENTRIES as u64) as usize;
+        let piece = &mut buf[..n * TIMER_ENTRY_LEN as usize];
+        log.read_at(pos, piece)?;
+        for e in piece.chunks_exact(TIMER_ENTRY_LEN as usize) {
+            f(pos, TimerEntry::decode(e));
+            pos += TIMER_ENTRY_LEN;
+        }
+    }
+    Ok(())
+}
+
+/// Link `entry` into `slots` as the newest of its second, at `pos`; returns its `prev`.
+fn link(slots: &mut [(u64, u64)], deliver_at: u64, pos: u64) -> u64 {
+    let second = deliver_at / TIMER_SLOT_MS;
+    let n = slots.len() as u64;
+    let slot = &mut slots[(second % n) as usize];
+    let prev = if slot.0 == second { slot.1 } else { 0 };
+    *slot = (second, pos + 1);
+    prev
+}
+
+/// A rewritten timer log, not yet current (see [`Scheduler::compact`]).
+struct Compacted {
+    log: Arc<dyn StorageFile>,
+    path: PathBuf,
+    generation: u64,
+    len: u64,
+    slots: Vec<(u64, u64)>,
+    delivered: u64,
+}
+
 impl Scheduler {
     /// Load progress and the timer wheel; `seen` is the level progress recovery found in the
     /// commitlog tail (from `%SCHED` properties of re-puts).
@@ -250,7 +370,6 @@ impl Scheduler {
         let dir = &shared.config.data_dir;
         let progress_path = dir.join("config").join("schedule_progress.json");
         let timer_dir = dir.join("timer");
-        let timer_log_path = timer_dir.join("log");
         let progress: ProgressFile = match storage.read_file(&progress_path) {
             Ok(bytes) => {
                 let p: ProgressFile = serde_json::from_slice(&bytes).map_err(|e| {
@@ -286,6 +405,8 @@ impl Scheduler {
             }
         }
         // Timer log: truncate to what the progress file covers, then rebuild the slot heads.
+        let generation = progress.timer_log_generation;
+        let timer_log_path = timer_log_path(&timer_dir, generation);
         storage
             .create_dir_all(&timer_dir)
             .map_err(|e| Error::io(format!("creating {}", timer_dir.display()), e))?;
@@ -327,16 +448,21 @@ impl Scheduler {
                 .map_err(|e| Error::io(ctx("truncating"), e))?;
         }
         let mut slots = vec![(u64::MAX, 0u64); slot_count(shared.config.retention_ms)];
-        let body_len = keep - TIMER_LOG_MAGIC.len() as u64;
-        let mut buf = vec![0u8; body_len as usize];
-        log.read_at(TIMER_LOG_MAGIC.len() as u64, &mut buf)
-            .map_err(|e| Error::io(ctx("reading"), e))?;
-        for (i, e) in buf.chunks_exact(TIMER_ENTRY_LEN as usize).enumerate() {
-            let deliver_at = u64::from_le_bytes(e[0..8].try_into().expect("8 bytes"));
-            let second = deliver_at / TIMER_SLOT_MS;
-            let pos = TIMER_LOG_MAGIC.len() as u64 + i as u64 * TIMER_ENTRY_LEN;
-            let n = slots.len() as u64;
-            slots[(second % n) as usize] = (second, pos + 1);
+        for_each_timer_entry(&*log, keep, |pos, e| {
+            link(&mut slots, e.deliver_at, pos);
+        })
+        .map_err(|e| Error::io(ctx("reading"), e))?;
+        // Logs of other generations: older ones a compaction replaced, or a newer one a crash
+        // interrupted before the progress file named it.
+        for name in list_or_empty(storage, &timer_dir)
+            .map_err(|e| Error::io(format!("listing {}", timer_dir.display()), e))?
+        {
+            let path = timer_dir.join(&name);
+            if name.starts_with("log") && path != timer_log_path {
+                storage
+                    .remove_file(&path)
+                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            }
         }
         let watermark = progress.timer_watermark_ms;
         let now = shared.clock.now_ms();
@@ -350,6 +476,8 @@ impl Scheduler {
                 levels,
                 wheel: Wheel {
                     log: Some(log),
+                    path: timer_log_path,
+                    generation,
                     log_len: keep,
                     slots,
                     indexed,
@@ -363,7 +491,7 @@ impl Scheduler {
                 },
             }),
             progress_path,
-            timer_log_path,
+            timer_dir,
         })
     }
 
@@ -427,7 +555,8 @@ impl Scheduler {
     }
 
     fn run_timers(&self, shared: &Shared, w: &mut Wheel, now: u64, budget: usize) -> Result<usize> {
-        let ctx = |what: &str| format!("{what} {}", self.timer_log_path.display());
+        let path = w.path.clone();
+        let ctx = |what: &str| format!("{what} {}", path.display());
         let log = w.log.clone().expect("timer log open");
         // 1. Index every newly put timer (in 1 MiB log writes) before delivering anything, so
         //    that deliveries stay in time order.
@@ -444,20 +573,18 @@ impl Scheduler {
                 }
                 let deliver_at = e.tag_hash.get();
                 let (clog, size) = (e.commitlog_offset.get(), e.size.get());
-                let second = deliver_at / TIMER_SLOT_MS;
                 // Always logged, so a restart finds it; a slot already loaded also gets it now.
-                if second < w.loaded_until {
+                if deliver_at / TIMER_SLOT_MS < w.loaded_until {
                     w.heap.push(Reverse((deliver_at, clog, size)));
                 }
-                let n = w.slots.len() as u64;
-                let slot = &mut w.slots[(second % n) as usize];
-                let prev = if slot.0 == second { slot.1 } else { 0 };
                 let pos = start_len + batch.len() as u64;
-                batch.extend_from_slice(&deliver_at.to_le_bytes());
-                batch.extend_from_slice(&clog.to_le_bytes());
-                batch.extend_from_slice(&size.to_le_bytes());
-                batch.extend_from_slice(&prev.to_le_bytes());
-                *slot = (second, pos + 1);
+                TimerEntry {
+                    deliver_at,
+                    commitlog_offset: clog,
+                    size,
+                    prev: link(&mut w.slots, deliver_at, pos),
+                }
+                .encode_into(&mut batch);
             }
             if !batch.is_empty() {
                 log.write_at(start_len, &batch)
@@ -477,29 +604,25 @@ impl Scheduler {
             let slot = w.slots[(second % n) as usize];
             if slot.0 == second {
                 let mut next = slot.1;
-                let mut entry = [0u8; TIMER_ENTRY_LEN as usize];
+                let mut bytes = [0u8; TIMER_ENTRY_LEN as usize];
                 while next != 0 {
-                    log.read_at(next - 1, &mut entry)
+                    log.read_at(next - 1, &mut bytes)
                         .map_err(|e| Error::io(ctx("reading"), e))?;
-                    let deliver_at = u64::from_le_bytes(entry[0..8].try_into().expect("8"));
-                    let clog = u64::from_le_bytes(entry[8..16].try_into().expect("8"));
-                    let size = u32::from_le_bytes(entry[16..20].try_into().expect("4"));
-                    let prev = u64::from_le_bytes(entry[20..28].try_into().expect("8"));
-                    // Entries logged before the restart and due before the watermark were
-                    // delivered durably then.
-                    if deliver_at >= w.skip_before || next > w.log_len_at_open {
-                        w.heap.push(Reverse((deliver_at, clog, size)));
-                    } else {
+                    let e = TimerEntry::decode(&bytes);
+                    if w.delivered_before_open(next - 1, e.deliver_at) {
                         w.delivered_total += 1;
+                    } else {
+                        w.heap
+                            .push(Reverse((e.deliver_at, e.commitlog_offset, e.size)));
                     }
-                    if prev >= next {
+                    if e.prev >= next {
                         return Err(Error::corrupted(
-                            &self.timer_log_path,
+                            &path,
                             next - 1,
                             "timer log link does not point backwards",
                         ));
                     }
-                    next = prev;
+                    next = e.prev;
                 }
                 w.slots[(second % n) as usize] = (u64::MAX, 0);
             }
@@ -528,6 +651,7 @@ impl Scheduler {
             let r = shared.put_staged(std::slice::from_ref(&staged), shared.clock.now_ms())?;
             w.inflight
                 .push_back((deliver_at, r[0].commitlog_offset + u64::from(r[0].size)));
+            w.delivered_total += 1;
             delivered += 1;
         }
         Ok(delivered)
@@ -569,30 +693,121 @@ impl Scheduler {
         while w.inflight.front().is_some_and(|&(_, end)| end <= durable) {
             w.inflight.pop_front();
         }
-        let mut watermark = w.loaded_until * TIMER_SLOT_MS;
-        if let Some(Reverse((at, _, _))) = w.heap.peek() {
-            watermark = watermark.min(*at);
-        }
-        if let Some(&(at, _)) = w.inflight.front() {
-            watermark = watermark.min(at);
-        }
+        let watermark = w.watermark();
         if let Some(log) = &w.log {
             log.sync_data()
-                .map_err(|e| Error::io(format!("syncing {}", self.timer_log_path.display()), e))?;
+                .map_err(|e| Error::io(format!("syncing {}", w.path.display()), e))?;
         }
+        let logged = w.logged_entries();
+        let compacted = if w.log_len >= shared.config.timer_log_compact_bytes.max(1)
+            && w.dead_entries() > 0
+            && w.dead_entries() * 2 >= logged
+        {
+            Some(self.compact(shared, w, watermark)?)
+        } else {
+            None
+        };
         let file = ProgressFile {
             format: PROGRESS_FORMAT.to_owned(),
             version: 1,
             levels,
             timer_indexed: w.indexed,
-            timer_log_len: w.log_len,
+            timer_log_len: compacted.as_ref().map_or(w.log_len, |c| c.len),
             timer_watermark_ms: watermark,
+            timer_log_generation: compacted.as_ref().map_or(w.generation, |c| c.generation),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("progress serializes");
         shared
             .storage
             .write_file_atomic(&self.progress_path, &bytes)
-            .map_err(|e| Error::io(format!("writing {}", self.progress_path.display()), e))
+            .map_err(|e| Error::io(format!("writing {}", self.progress_path.display()), e))?;
+        // The progress file now names the new log: switch to it and drop the old one.
+        if let Some(c) = compacted {
+            let old = std::mem::replace(&mut w.path, c.path);
+            w.log = Some(c.log);
+            w.generation = c.generation;
+            w.log_len = c.len;
+            w.slots = c.slots;
+            w.delivered_total = c.delivered;
+            // Nothing in the new log was delivered before the last open (those entries were
+            // left out).
+            w.log_len_at_open = 0;
+            w.skip_before = 0;
+            shared
+                .storage
+                .remove_file(&old)
+                .map_err(|e| Error::io(format!("removing {}", old.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Write the next generation of the timer log with only the entries still needed: those due
+    /// at or after `watermark` (what a restart reloads), less the ones delivered before the last
+    /// open. Entries keep their order and are linked again per second. The new log is synced,
+    /// but `w` is unchanged: it becomes current only once the progress file names it.
+    fn compact(&self, shared: &Shared, w: &Wheel, watermark: u64) -> Result<Compacted> {
+        let storage = &*shared.storage;
+        let generation = w.generation + 1;
+        let path = timer_log_path(&self.timer_dir, generation);
+        let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
+        let new = storage
+            .open(&path, true)
+            .map_err(|e| io("creating", &path, e))?;
+        new.set_len(0).map_err(|e| io("resetting", &path, e))?;
+        let old = w.log.as_ref().expect("timer log open");
+        let mut slots = vec![(u64::MAX, 0u64); w.slots.len()];
+        let mut out = TIMER_LOG_MAGIC.to_vec();
+        let mut written = 0u64;
+        let (mut kept, mut pending) = (0u64, 0u64);
+        let mut write_err = None;
+        for_each_timer_entry(&**old, w.log_len, |pos, e| {
+            if e.deliver_at < watermark || w.delivered_before_open(pos, e.deliver_at) {
+                return;
+            }
+            kept += 1;
+            pending += u64::from(e.deliver_at / TIMER_SLOT_MS >= w.loaded_until);
+            let at = written + out.len() as u64;
+            TimerEntry {
+                prev: link(&mut slots, e.deliver_at, at),
+                ..e
+            }
+            .encode_into(&mut out);
+            if out.len() >= TIMER_LOG_CHUNK_ENTRIES * TIMER_ENTRY_LEN as usize
+                && write_err.is_none()
+            {
+                write_err = new.write_at(written, &out).err();
+                written += out.len() as u64;
+                out.clear();
+            }
+        })
+        .map_err(|e| io("reading", &w.path, e))?;
+        if let Some(e) = write_err {
+            return Err(io("writing", &path, e));
+        }
+        new.write_at(written, &out)
+            .map_err(|e| io("writing", &path, e))?;
+        let len = written + out.len() as u64;
+        new.sync_data().map_err(|e| io("syncing", &path, e))?;
+        storage
+            .sync_dir(&self.timer_dir)
+            .map_err(|e| io("syncing", &self.timer_dir, e))?;
+        // Seconds already loaded stay empty in the wheel: their timers are in the heap, or
+        // delivered.
+        for slot in &mut slots {
+            if slot.0 < w.loaded_until {
+                *slot = (u64::MAX, 0);
+            }
+        }
+        Ok(Compacted {
+            log: new,
+            path,
+            generation,
+            len,
+            slots,
+            // Kept but neither waiting in a slot nor in the heap: delivered, re-put not yet
+            // known durable.
+            delivered: kept.saturating_sub(pending + w.heap.len() as u64),
+        })
     }
 
     /// (delay-level messages waiting, timers put but not yet delivered). The timer figure is
@@ -609,8 +824,10 @@ impl Scheduler {
         let unindexed = shared
             .queue(TIMER_TOPIC, 0)
             .map_or(0, |q| q.max_offset().saturating_sub(st.wheel.indexed));
-        let logged = (st.wheel.log_len - TIMER_LOG_MAGIC.len() as u64) / TIMER_ENTRY_LEN;
-        let timers = unindexed + logged.saturating_sub(st.wheel.delivered_total);
+        let timers = unindexed
+            + st.wheel
+                .logged_entries()
+                .saturating_sub(st.wheel.delivered_total);
         (levels, timers)
     }
 
