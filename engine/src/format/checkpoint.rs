@@ -100,7 +100,7 @@ impl Checkpoint {
             crc32c: U32::new(0),
             reserved2: U32::new(0),
         };
-        let crc = crc32c::crc32c(&slot.as_bytes()[..56]);
+        let crc = crate::format::crc32c(&slot.as_bytes()[..56]);
         slot.crc32c = U32::new(crc);
         let mut out = [0u8; SLOT_LEN];
         out.copy_from_slice(slot.as_bytes());
@@ -120,7 +120,7 @@ impl Checkpoint {
             };
             // The trailing reserved word is outside the CRC: it must be zero.
             if slot.magic.get() != CHECKPOINT_MAGIC
-                || crc32c::crc32c(&raw[..56]) != slot.crc32c.get()
+                || crate::format::crc32c(&raw[..56]) != slot.crc32c.get()
                 || slot.reserved2.get() != 0
             {
                 continue;

@@ -349,7 +349,7 @@ fn decode_with(bytes: &[u8], verify_crc: bool) -> Result<RecordView<'_>, DecodeE
     let bytes = &bytes[..total];
     if verify_crc {
         let stored = header.crc32c.get();
-        let computed = crc32c::crc32c(&bytes[CRC_START..]);
+        let computed = crate::format::crc32c(&bytes[CRC_START..]);
         if stored != computed {
             return Err(DecodeError::BadChecksum { stored, computed });
         }
@@ -495,7 +495,7 @@ pub fn encode_into(out: &mut Vec<u8>, fields: &RecordFields<'_>) -> usize {
 /// The engine encodes under its append lock with the CRC left zero and seals on the writer
 /// thread, so the put path does not pay for the checksum.
 pub fn seal(record: &mut [u8]) {
-    let crc = crc32c::crc32c(&record[CRC_START..]);
+    let crc = crate::format::crc32c(&record[CRC_START..]);
     record[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -678,7 +678,7 @@ mod tests {
     fn wrong_version_is_refused() {
         let mut bytes = encode_sample(b"x");
         bytes[12] = 2;
-        let crc = crc32c::crc32c(&bytes[CRC_START..]);
+        let crc = crate::format::crc32c(&bytes[CRC_START..]);
         bytes[8..12].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             decode(&bytes).unwrap_err(),
