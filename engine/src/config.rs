@@ -81,7 +81,9 @@ pub struct EngineConfig {
     pub checkpoint_interval_ms: u64,
     /// How often consumer offsets are persisted.
     pub offsets_persist_interval_ms: u64,
-    /// Bytes the writer may buffer before puts wait.
+    /// Bytes the writer may buffer before puts wait. Each of up to three buffers holds this
+    /// much: the one puts fill, the batch the writer seals and, in async mode, the batch the
+    /// kernel is still writing.
     pub write_buffer_bytes: usize,
     /// Write backend for real files (io_uring falls back to pwrite by itself).
     pub backend: WriteBackend,

@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::beacon::Beacon;
 use crate::clock::Clock;
-use crate::commitlog::CommitLog;
+use crate::commitlog::{CommitLog, Segment};
 use crate::config::{EngineConfig, FlushMode};
 use crate::config_files::{self, OffsetKey, TopicRecord};
 use crate::consume_queue::ConsumeQueue;
@@ -40,7 +40,7 @@ use crate::format::record::{self, RecordFields, EOS_LEN};
 use crate::limits::*;
 use crate::message::{GetResult, GetStatus, Message, PutResult, StoredMessage};
 use crate::names;
-use crate::storage::{FsStorage, LockGuard, Storage, StorageFile};
+use crate::storage::{FsStorage, LockGuard, Storage, StorageFile, WriteQueue};
 use crate::tag::{Expression, Filter};
 
 /// A topic and its queues.
@@ -57,6 +57,32 @@ struct Dispatch {
     slot: u32,
     index: u64,
     entry: CqEntry,
+}
+
+/// Async mode: a batch whose write the kernel is carrying out while the writer seals the next.
+struct InFlight {
+    segment: Arc<Segment>,
+    /// Commitlog offset after the batch's last record.
+    end: u64,
+    dispatch: Vec<Dispatch>,
+    dispatch_queues: Vec<Arc<ConsumeQueue>>,
+}
+
+/// The buffers of the last batch whose write completed, kept for the next one.
+#[derive(Default)]
+struct Recycled {
+    bytes: Option<Vec<u8>>,
+    dispatch: Option<Vec<Dispatch>>,
+    dispatch_queues: Option<Vec<Arc<ConsumeQueue>>>,
+}
+
+impl Recycled {
+    /// An empty byte buffer: the recycled one, or a new one of `capacity`.
+    fn buf(&mut self, capacity: usize) -> Vec<u8> {
+        self.bytes
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
 }
 
 /// State under the appender lock.
@@ -1387,6 +1413,11 @@ impl Shared {
         let mut dispatch: Vec<Dispatch> = Vec::new();
         let mut dispatch_queues: Vec<Arc<ConsumeQueue>> = Vec::new();
         let sync_mode = self.config.flush_mode == FlushMode::Sync;
+        // Async mode: the batch the kernel is writing while this thread seals the next one, and
+        // the buffers of the last completed batch, for reuse.
+        let mut queue = WriteQueue::default();
+        let mut in_flight: Option<InFlight> = None;
+        let mut free = Recycled::default();
         let gather = Duration::from_micros(self.config.sync_gather_us);
         // Put calls the last group commit woke, and when.
         let mut woken_calls = 0u32;
@@ -1428,6 +1459,15 @@ impl Shared {
                     app.gather_until_calls = 0;
                     app.writer_idle = false;
                 }
+                if app.buf.is_empty() && !app.closing && !app.flush_requested {
+                    if let Some(f) = in_flight.take() {
+                        // Nothing new to seal: complete the write in flight rather than wait
+                        // for puts.
+                        drop(app);
+                        self.finish_write(&mut queue, f, &mut free);
+                        continue;
+                    }
+                }
                 while app.buf.is_empty() && !app.closing && !app.flush_requested {
                     app.writer_idle = true;
                     self.appender_cv.wait(&mut app);
@@ -1449,6 +1489,9 @@ impl Shared {
                 (start, flush, app.closing, calls)
             };
             if self.failed_flag.load(Ordering::Acquire) {
+                if let Some(f) = in_flight.take() {
+                    self.finish_write(&mut queue, f, &mut free);
+                }
                 spare.clear();
                 dispatch.clear();
                 dispatch_queues.clear();
@@ -1473,12 +1516,38 @@ impl Shared {
                 0
             };
             spare.resize(len + pad as usize, 0);
-            if let Err(e) = self.write_batch(start, &spare, pad as usize, sync_mode) {
+            let end = start + len as u64;
+            // Batches are written and published in order: the one in flight completes first.
+            if let Some(f) = in_flight.take() {
+                self.finish_write(&mut queue, f, &mut free);
+            }
+            // Async mode, no flush asked, all in one existing segment: start the write and
+            // seal the next batch while the kernel copies this one.
+            let segment = (!sync_mode && !sync_now)
+                .then(|| self.commitlog.segment_for(start))
+                .flatten()
+                .filter(|seg| end <= seg.end());
+            if let Some(seg) = segment {
+                let bytes = ((end + pad).min(seg.end()) - start) as usize;
+                let buf = std::mem::replace(&mut spare, free.buf(self.config.write_buffer_bytes));
+                queue.submit(seg.file().clone(), start - seg.start(), buf, bytes);
+                in_flight = Some(InFlight {
+                    segment: seg,
+                    end,
+                    dispatch: std::mem::replace(
+                        &mut dispatch,
+                        free.dispatch.take().unwrap_or_default(),
+                    ),
+                    dispatch_queues: std::mem::replace(
+                        &mut dispatch_queues,
+                        free.dispatch_queues.take().unwrap_or_default(),
+                    ),
+                });
+            } else if let Err(e) = self.write_batch(start, &spare, pad as usize, sync_mode) {
                 self.fail(&e);
             } else if sync_now && !sync_mode && self.sync_commitlog().is_err() {
                 // sync_commitlog already stopped appends; nothing is published.
             } else {
-                let end = start + len as u64;
                 woken_calls = calls;
                 woken_at = Instant::now();
                 self.dispatch(&dispatch, &dispatch_queues, end);
@@ -1487,8 +1556,42 @@ impl Shared {
             dispatch.clear();
             dispatch_queues.clear();
             if closing && self.appender.lock().buf.is_empty() {
+                if let Some(f) = in_flight.take() {
+                    self.finish_write(&mut queue, f, &mut free);
+                }
                 return;
             }
+        }
+    }
+
+    /// Wait for the batch in flight; publish it (written position, consume-queue entries) if
+    /// it was written, or stop appends if not. Its buffers go to `free`.
+    fn finish_write(&self, queue: &mut WriteQueue, mut f: InFlight, free: &mut Recycled) {
+        let (mut buf, result) = queue.complete().expect("a batch in flight has a write");
+        match result {
+            Err(e) => self.fail(&Error::io(
+                format!("writing {}", f.segment.path().display()),
+                e,
+            )),
+            Ok(()) => {
+                self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                self.set_written(f.end);
+                self.dispatch(&f.dispatch, &f.dispatch_queues, f.end);
+            }
+        }
+        buf.clear();
+        f.dispatch.clear();
+        f.dispatch_queues.clear();
+        free.bytes = Some(buf);
+        free.dispatch = Some(f.dispatch);
+        free.dispatch_queues = Some(f.dispatch_queues);
+    }
+
+    /// Async mode: everything below `end` is written; wake the flusher once enough is unsynced.
+    fn set_written(&self, end: u64) {
+        self.written_pos.store(end, Ordering::Release);
+        if end - self.durable_pos.load(Ordering::Acquire) >= self.config.flush_threshold_bytes {
+            self.flusher_cv.notify_one();
         }
     }
 
@@ -1537,13 +1640,11 @@ impl Shared {
                     .map_err(|e| Error::io(format!("syncing {}", seg.path().display()), e))?;
             }
         }
-        self.written_pos.store(end, Ordering::Release);
         if sync {
+            self.written_pos.store(end, Ordering::Release);
             self.set_durable(end);
-        } else if end - self.durable_pos.load(Ordering::Acquire)
-            >= self.config.flush_threshold_bytes
-        {
-            self.flusher_cv.notify_one();
+        } else {
+            self.set_written(end);
         }
         Ok(())
     }

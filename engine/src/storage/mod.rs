@@ -7,7 +7,8 @@
 //! * [`FsStorage`] with [`WriteBackend::IoUring`] — the default on Linux: large unsynced writes
 //!   and fdatasync go through a per-thread io_uring; small writes and synced writes (a write
 //!   followed by its fdatasync) are plain system calls, which measured faster on ext4 (see
-//!   `real.rs`).
+//!   `real.rs`). The async-mode commitlog writer also keeps one write in flight on a ring of
+//!   its own (`WriteQueue`) while it seals the next batch.
 //! * [`FsStorage`] with [`WriteBackend::Pwrite`] — plain `pwrite`/`fdatasync`; chosen by config,
 //!   or automatically (with one log line saying why) when a ring cannot be created.
 //! * [`SimStorage`] — an in-memory disk for crash tests. It keeps a *written* image and a
@@ -85,6 +86,110 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn data_after(&self, from: u64) -> io::Result<Option<(u64, u64)>> {
         let len = self.len()?;
         Ok((from < len).then_some((from, len)))
+    }
+    /// Start writing all of `buf` at `offset` without waiting for it: `Ok(true)` when the write
+    /// is in flight on `ring` (created on first use), to be reaped by `WriteQueue::complete`;
+    /// `Ok(false)` when it was done before returning. The default writes at once; real files
+    /// on the io_uring backend submit it.
+    ///
+    /// # Safety
+    /// After `Ok(true)`, `buf` must stay valid and unchanged until the write's completion has
+    /// been reaped from `ring`. Only `WriteQueue` calls this, and it owns the buffer.
+    unsafe fn start_write(
+        &self,
+        ring: &mut Option<io_uring::IoUring>,
+        offset: u64,
+        buf: &[u8],
+    ) -> io::Result<bool> {
+        let _ = ring;
+        self.write_at(offset, buf).map(|()| false)
+    }
+}
+
+/// At most one write in flight, started by one thread and reaped later by the same thread: lets
+/// the commitlog writer seal its next batch while the kernel copies the current one. The queue
+/// owns the buffer until the write completes (dropping the queue waits for it).
+#[derive(Default)]
+pub(crate) struct WriteQueue {
+    ring: Option<io_uring::IoUring>,
+    pending: Option<PendingWrite>,
+}
+
+struct PendingWrite {
+    file: Arc<dyn StorageFile>,
+    offset: u64,
+    buf: Vec<u8>,
+    /// The bytes written are `buf[..len]`.
+    len: usize,
+    /// The result when the write did not go into flight.
+    done: Option<io::Result<()>>,
+}
+
+impl fmt::Debug for WriteQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteQueue")
+            .field("busy", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteQueue {
+    /// Start writing `buf[..len]` at `offset` of `file`. The previous write must have been
+    /// completed (an invariant of the single caller).
+    pub(crate) fn submit(
+        &mut self,
+        file: Arc<dyn StorageFile>,
+        offset: u64,
+        buf: Vec<u8>,
+        len: usize,
+    ) {
+        assert!(self.pending.is_none(), "one write in flight at a time");
+        // SAFETY: `buf` moves into `self.pending` and stays there, unchanged, until `complete`
+        // has reaped the write (also when the queue is dropped).
+        let done = match unsafe { file.start_write(&mut self.ring, offset, &buf[..len]) } {
+            Ok(true) => None,
+            Ok(false) => Some(Ok(())),
+            Err(e) => Some(Err(e)),
+        };
+        self.pending = Some(PendingWrite {
+            file,
+            offset,
+            buf,
+            len,
+            done,
+        });
+    }
+
+    /// Wait for the write in flight, if any; returns its buffer and result. A write the kernel
+    /// cut short or cancelled is finished with a plain write of the rest.
+    pub(crate) fn complete(&mut self) -> Option<(Vec<u8>, io::Result<()>)> {
+        let p = self.pending.take()?;
+        let result = match p.done {
+            Some(result) => result,
+            None => {
+                let ring = self.ring.as_mut().expect("a write in flight has a ring");
+                match real::reap_one(ring) {
+                    Err(e) => Err(e),
+                    Ok(res) if res >= 0 && res as usize >= p.len => Ok(()),
+                    Ok(res) if res >= 0 => {
+                        let n = res as usize;
+                        p.file.write_at(p.offset + n as u64, &p.buf[n..p.len])
+                    }
+                    Ok(res) if real::is_retryable(res) => {
+                        p.file.write_at(p.offset, &p.buf[..p.len])
+                    }
+                    Ok(res) => Err(io::Error::from_raw_os_error(-res)),
+                }
+            }
+        };
+        Some((p.buf, result))
+    }
+}
+
+impl Drop for WriteQueue {
+    fn drop(&mut self) {
+        // The kernel may still read the buffer: wait before it is freed.
+        let _ = self.complete();
     }
 }
 
