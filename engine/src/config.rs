@@ -29,28 +29,48 @@ pub enum FlushMode {
 /// `tern bench engine --flush sync --threads 16` (ext4 on virtio, 1 KiB, one fairly quiet
 /// window, two runs each way) gave an acknowledgement p50 of 140–158 µs and p99 of 296–347 µs
 /// with it, against 204–225 µs and 338–373 µs without, and 90–105 k msgs/s against 69–75 k.
-/// In async mode the zeros would only compete with the data for the disk. The cost: a second
-/// segment's worth of disk, and about 1.6 s to zero the first 1 GiB segment of an empty log
-/// when the engine opens. (After a crash, recovery cuts the active segment's tail back to
-/// unwritten space instead of reading it all.)
+/// In async mode the zeros would only compete with the data for the disk, so `Auto` there only
+/// *allocates* the next segment ahead (`fallocate` on the same thread, no zeros): creating a
+/// 1 GiB segment at the roll held the writer for 30–50 ms while ext4 read block bitmaps, and
+/// every put waited once the write buffer filled. The cost: a second segment's worth of disk,
+/// and (sync mode) about 1.6 s to zero the first 1 GiB segment of an empty log when the engine
+/// opens. (After a crash, recovery cuts the active segment's tail back to unwritten space
+/// instead of reading it all.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Prefill {
-    /// On in sync flush mode, off in async mode.
+    /// Zero-filled ahead in sync flush mode; allocated ahead (not zeroed) in async mode.
     #[default]
     Auto,
     /// Always.
     On,
-    /// Never: the unwritten part of a segment stays a hole or unwritten extent until written.
+    /// Never: the writer creates each segment at the roll, and its unwritten part stays a hole
+    /// or unwritten extent until written.
     Off,
 }
 
 impl Prefill {
-    /// Whether it applies under `flush_mode`.
+    /// Whether new segments are zero-filled ahead under `flush_mode`.
     pub fn enabled(self, flush_mode: FlushMode) -> bool {
         match self {
             Prefill::Auto => flush_mode == FlushMode::Sync,
             Prefill::On => true,
             Prefill::Off => false,
+        }
+    }
+
+    /// Whether the next segment is made ahead of the roll at all (zero-filled or only
+    /// allocated).
+    pub fn prepares_ahead(self) -> bool {
+        self != Prefill::Off
+    }
+
+    /// What happens ahead of the writer under `flush_mode`, for logs: `"zero-fill"`,
+    /// `"allocate"` or `"off"`.
+    pub fn describe(self, flush_mode: FlushMode) -> &'static str {
+        match (self.enabled(flush_mode), self.prepares_ahead()) {
+            (true, _) => "zero-fill",
+            (false, true) => "allocate",
+            (false, false) => "off",
         }
     }
 }

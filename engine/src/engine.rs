@@ -249,8 +249,8 @@ pub(crate) struct Shared {
     /// Last measured disk use ratio (f64 bits).
     pub(crate) disk_used_bits: AtomicU64,
     pub(crate) scheduler: std::sync::OnceLock<crate::schedule::Scheduler>,
-    /// Keeps a zero-filled segment ready for the next roll, when prefill is on (set once after
-    /// recovery).
+    /// Keeps the next segment ready for the roll (zero-filled, or only allocated), unless
+    /// prefill is off (set once after recovery).
     preparer: std::sync::OnceLock<crate::prefill::Preparer>,
     max_reconsume: Mutex<HashMap<String, u32>>,
     /// Scheduler and cleaner threads: stop flag and wake-up.
@@ -522,13 +522,14 @@ impl Engine {
             }
         }
         let clog_dir = commitlog_dir(&shared.config);
-        if shared.config.prefill.enabled(shared.config.flush_mode) {
+        if shared.config.prefill.prepares_ahead() {
             let dir = &clog_dir;
-            let ctx = || format!("preparing a zero-filled segment in {}", dir.display());
+            let ctx = || format!("preparing the next segment in {}", dir.display());
             let preparer = crate::prefill::Preparer::open(
                 &*shared.storage,
                 dir,
                 shared.config.segment_size_bytes,
+                shared.config.prefill.enabled(shared.config.flush_mode),
             )
             .map_err(|e| Error::io(ctx(), e))?;
             if shared.commitlog.last().is_none() {
@@ -1510,7 +1511,7 @@ impl Shared {
             // zeros); writing on to the page's end avoids it. Readers and recovery stop at
             // the first zero slot, so the padding is the tail as it was.
             let len = spare.len();
-            let pad = if self.preparer.get().is_some() {
+            let pad = if self.preparer.get().is_some_and(|p| p.zero_fills()) {
                 (PAGE_BYTES - (start + len as u64) % PAGE_BYTES) % PAGE_BYTES
             } else {
                 0

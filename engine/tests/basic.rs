@@ -103,15 +103,20 @@ fn put_get_roundtrip_pwrite_sync() {
     put_get_roundtrip(c, None);
 }
 
-/// Zero-filled segments prepared ahead of the writer (on in both modes here), with segments
-/// small enough that the writer rolls into prepared files and past them while the thread works.
-/// An empty log gets its first segment prepared while the engine opens.
+/// Segments prepared ahead of the writer (zero-filled with `On` in both modes; only allocated
+/// with `Auto` in async mode), with segments small enough that the writer rolls into prepared
+/// files and past them while the thread works. An empty log gets its first segment prepared
+/// while the engine opens.
 #[test]
 fn put_get_roundtrip_with_prepared_segments() {
-    for flush_mode in [FlushMode::Async, FlushMode::Sync] {
+    for (prefill, flush_mode) in [
+        (Prefill::On, FlushMode::Async),
+        (Prefill::On, FlushMode::Sync),
+        (Prefill::Auto, FlushMode::Async),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let mut c = small_config(dir.path());
-        c.prefill = Prefill::On;
+        c.prefill = prefill;
         c.flush_mode = flush_mode;
         let engine = Engine::open(c.clone()).unwrap();
         let clog = dir.path().join("commitlog");
@@ -147,16 +152,13 @@ fn prefill_off_removes_the_spare_segment() {
     assert!(!spare.exists());
 }
 
-/// Off, and Auto in async mode: nothing is prepared.
+/// Off: nothing is prepared, in either mode.
 #[test]
 fn no_prepared_segment_without_prefill() {
-    for (prefill, flush_mode) in [
-        (Prefill::Off, FlushMode::Sync),
-        (Prefill::Auto, FlushMode::Async),
-    ] {
+    for flush_mode in [FlushMode::Sync, FlushMode::Async] {
         let dir = tempfile::tempdir().unwrap();
         let mut c = small_config(dir.path());
-        c.prefill = prefill;
+        c.prefill = Prefill::Off;
         c.flush_mode = flush_mode;
         let engine = Engine::open(c).unwrap();
         engine

@@ -37,15 +37,17 @@ pub enum Flush {
     Async,
 }
 
-/// Zero-filling of new commitlog segments on the command line (see the engine's `Prefill`).
+/// Preparing the next commitlog segment ahead of the writer, on the command line (see the
+/// engine's `Prefill`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrefillFlag {
-    /// In sync flush mode only, where every put waits for an fdatasync.
+    /// Zero-filled in sync flush mode (every put waits for an fdatasync); only allocated in
+    /// async mode.
     Auto,
-    /// Always.
+    /// Always zero-filled.
     On,
-    /// Never.
+    /// Never: each segment is created at the roll.
     Off,
 }
 
@@ -335,7 +337,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         writeln!(out, "token: {}", r.token_source)?;
         writeln!(
             out,
-            "data: {} (flush {}, backend {}, segments {} B{})",
+            "data: {} (flush {}, backend {}, segments {} B, prefill {})",
             r.data.display(),
             match flush {
                 FlushMode::Sync => "sync",
@@ -343,11 +345,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
             },
             engine.backend_name(),
             engine.config().segment_size_bytes,
-            if engine.config().prefill.enabled(flush) {
-                ", zero-filled ahead"
-            } else {
-                ""
-            }
+            engine.config().prefill.describe(flush)
         )?;
         writeln!(
             out,

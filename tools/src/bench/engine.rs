@@ -77,11 +77,11 @@ pub enum BackendArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrefillArg {
-    /// On in sync flush mode, off in async mode.
+    /// Zero-fill the next segment ahead in sync flush mode; only allocate it ahead in async mode.
     Auto,
     /// Always zero-fill new segments ahead of the writer.
     On,
-    /// Never: the unwritten part of a segment stays unwritten until the data comes.
+    /// Never: the writer creates each segment at the roll.
     Off,
 }
 
@@ -445,10 +445,10 @@ fn engine_config(args: &EngineArgs, dir: &Path) -> EngineConfig {
     config
 }
 
-/// Whether the engine zero-fills ahead of the writer in this run.
-fn prefill_active(args: &EngineArgs) -> bool {
+/// What the engine does ahead of the writer in this run: "zero-fill", "allocate" or "off".
+fn prefill_active(args: &EngineArgs) -> &'static str {
     let config = engine_config(args, Path::new(""));
-    config.prefill.enabled(config.flush_mode)
+    config.prefill.describe(config.flush_mode)
 }
 
 fn run_engine_phases(
@@ -470,7 +470,7 @@ fn run_engine_phases(
         "write_buffer_bytes": config.write_buffer_bytes,
         "backend_requested": format!("{:?}", config.backend),
         "prefill": format!("{:?}", config.prefill),
-        "prefill_active": config.prefill.enabled(config.flush_mode),
+        "prefill_active": prefill_active(args),
     });
     let engine = Arc::new(
         Engine::open(config.clone())
@@ -1103,7 +1103,7 @@ fn print_engine(
         args.queues,
         args.flush,
         p.backend_used,
-        if prefill_active(args) { "on" } else { "off" }
+        prefill_active(args)
     )?;
     writeln!(
         out,
