@@ -1606,7 +1606,7 @@ impl Shared {
         while at < end {
             let seg = match self.commitlog.segment_for(at) {
                 Some(s) => s,
-                None => self.commitlog.create(at, self.preparer.get())?,
+                None => self.commitlog.create(at, self.preparer.get(), sync)?,
             };
             let piece_end = end.min(seg.end());
             let last = piece_end == end;
@@ -1719,6 +1719,10 @@ impl Shared {
                     return Err(err);
                 }
             }
+        }
+        if let Err(e) = self.commitlog.sync_dir_if_needed() {
+            self.fail(&e);
+            return Err(e);
         }
         self.set_durable(target);
         Ok(())
