@@ -1521,6 +1521,17 @@ impl Shared {
             // Batches are written and published in order: the one in flight completes first.
             if let Some(f) = in_flight.take() {
                 self.finish_write(&mut queue, f, &mut free);
+                if self.failed_flag.load(Ordering::Acquire) {
+                    // It failed (or the engine did meanwhile): nothing after it is written, so
+                    // no later batch can become visible over the gap.
+                    spare.clear();
+                    dispatch.clear();
+                    dispatch_queues.clear();
+                    if closing {
+                        return;
+                    }
+                    continue;
+                }
             }
             // Async mode, no flush asked, all in one existing segment: start the write and
             // seal the next batch while the kernel copies this one.
@@ -1566,7 +1577,8 @@ impl Shared {
     }
 
     /// Wait for the batch in flight; publish it (written position, consume-queue entries) if
-    /// it was written, or stop appends if not. Its buffers go to `free`.
+    /// it was written and the engine has not failed, or stop appends if the write failed. Its
+    /// buffers go to `free`.
     fn finish_write(&self, queue: &mut WriteQueue, mut f: InFlight, free: &mut Recycled) {
         let (mut buf, result) = queue.complete().expect("a batch in flight has a write");
         match result {
@@ -1574,6 +1586,7 @@ impl Shared {
                 format!("writing {}", f.segment.path().display()),
                 e,
             )),
+            Ok(()) if self.failed_flag.load(Ordering::Acquire) => {}
             Ok(()) => {
                 self.stats.writes.fetch_add(1, Ordering::Relaxed);
                 self.set_written(f.end);

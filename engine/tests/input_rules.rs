@@ -338,6 +338,41 @@ fn sync_mode_never_shows_a_message_whose_sync_failed() {
 }
 
 #[test]
+fn async_mode_shows_nothing_after_a_failed_write_and_refuses_puts() {
+    let disk = SimStorage::new();
+    let mut c = EngineConfig::new("/data");
+    c.segment_size_bytes = 64 * 1024;
+    c.flush_mode = FlushMode::Async;
+    let engine = Engine::open_with_storage(c, Arc::new(disk.clone())).unwrap();
+    engine.create_topic("t", 1).unwrap();
+    engine
+        .put(&Message::new("t", 0, "", b"ok".to_vec()))
+        .unwrap();
+    engine.wait_written().unwrap();
+    disk.fail_writes_after(0);
+    // Acknowledged when buffered: the first puts after the failure may still succeed; once the
+    // writer has failed, puts are refused.
+    let mut refused = false;
+    for i in 0..200u32 {
+        if engine
+            .put(&Message::new("t", 0, "", i.to_le_bytes().to_vec()))
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(engine.wait_written().is_err(), "the failure is reported");
+    assert!(refused || engine.put(&Message::new("t", 0, "", vec![])).is_err());
+    assert_eq!(
+        read_all(&engine, "t", 0, "*").len(),
+        1,
+        "nothing after the failed write is visible"
+    );
+    assert_eq!(engine.queue_offsets("t", 0).unwrap(), (0, 1));
+}
+
+#[test]
 fn consumer_offsets_survive_restarts() {
     let disk = SimStorage::new();
     let mut c = EngineConfig::new("/data");
