@@ -1489,18 +1489,6 @@ impl Shared {
                 let calls = std::mem::take(&mut app.sync_calls);
                 (start, flush, app.closing, calls)
             };
-            if self.failed_flag.load(Ordering::Acquire) {
-                if let Some(f) = in_flight.take() {
-                    self.finish_write(&mut queue, f, &mut free);
-                }
-                spare.clear();
-                dispatch.clear();
-                dispatch_queues.clear();
-                if closing {
-                    return;
-                }
-                continue;
-            }
             for d in &dispatch {
                 let at = (d.entry.commitlog_offset.get() - start) as usize;
                 record::seal(&mut spare[at..at + d.entry.size.get() as usize]);
@@ -1521,17 +1509,17 @@ impl Shared {
             // Batches are written and published in order: the one in flight completes first.
             if let Some(f) = in_flight.take() {
                 self.finish_write(&mut queue, f, &mut free);
-                if self.failed_flag.load(Ordering::Acquire) {
-                    // It failed (or the engine did meanwhile): nothing after it is written, so
-                    // no later batch can become visible over the gap.
-                    spare.clear();
-                    dispatch.clear();
-                    dispatch_queues.clear();
-                    if closing {
-                        return;
-                    }
-                    continue;
+            }
+            if self.failed_flag.load(Ordering::Acquire) {
+                // A write failed (perhaps the one just completed) or the engine did: nothing
+                // after it is written, so no later batch can become visible over the gap.
+                spare.clear();
+                dispatch.clear();
+                dispatch_queues.clear();
+                if closing {
+                    return;
                 }
+                continue;
             }
             // Async mode, no flush asked, all in one existing segment: start the write and
             // seal the next batch while the kernel copies this one.
