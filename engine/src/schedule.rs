@@ -252,11 +252,6 @@ impl Wheel {
         watermark
     }
 
-    /// Entries in the log that no longer matter (delivered, or delivered before the restart).
-    fn dead_entries(&self) -> u64 {
-        self.delivered_total
-    }
-
     fn logged_entries(&self) -> u64 {
         (self.log_len - TIMER_LOG_MAGIC.len() as u64) / TIMER_ENTRY_LEN
     }
@@ -342,7 +337,8 @@ fn for_each_timer_entry(
     Ok(())
 }
 
-/// Link `entry` into `slots` as the newest of its second, at `pos`; returns its `prev`.
+/// Make the entry at `pos`, due at `deliver_at`, the newest of its second in `slots`; returns
+/// the `prev` link it must carry.
 fn link(slots: &mut [(u64, u64)], deliver_at: u64, pos: u64) -> u64 {
     let second = deliver_at / TIMER_SLOT_MS;
     let n = slots.len() as u64;
@@ -700,8 +696,9 @@ impl Scheduler {
         }
         let logged = w.logged_entries();
         let compacted = if w.log_len >= shared.config.timer_log_compact_bytes.max(1)
-            && w.dead_entries() > 0
-            && w.dead_entries() * 2 >= logged
+            // Delivered timers (or delivered before the restart) are the log's dead entries.
+            && w.delivered_total > 0
+            && w.delivered_total * 2 >= logged
         {
             Some(self.compact(shared, w, watermark)?)
         } else {

@@ -315,13 +315,19 @@ mod corruption {
     }
 }
 
-#[test]
-fn sync_mode_never_shows_a_message_whose_sync_failed() {
+/// An engine on a fresh simulated disk, 64 KiB segments, in `flush_mode`.
+fn open_sim_in(flush_mode: FlushMode) -> (Engine, SimStorage) {
     let disk = SimStorage::new();
     let mut c = EngineConfig::new("/data");
     c.segment_size_bytes = 64 * 1024;
-    c.flush_mode = FlushMode::Sync;
+    c.flush_mode = flush_mode;
     let engine = Engine::open_with_storage(c, Arc::new(disk.clone())).unwrap();
+    (engine, disk)
+}
+
+#[test]
+fn sync_mode_never_shows_a_message_whose_sync_failed() {
+    let (engine, disk) = open_sim_in(FlushMode::Sync);
     engine
         .put(&Message::new("t", 0, "", b"ok".to_vec()))
         .unwrap();
@@ -339,11 +345,7 @@ fn sync_mode_never_shows_a_message_whose_sync_failed() {
 
 #[test]
 fn async_mode_shows_nothing_after_a_failed_write_and_refuses_puts() {
-    let disk = SimStorage::new();
-    let mut c = EngineConfig::new("/data");
-    c.segment_size_bytes = 64 * 1024;
-    c.flush_mode = FlushMode::Async;
-    let engine = Engine::open_with_storage(c, Arc::new(disk.clone())).unwrap();
+    let (engine, disk) = open_sim_in(FlushMode::Async);
     engine.create_topic("t", 1).unwrap();
     engine
         .put(&Message::new("t", 0, "", b"ok".to_vec()))
