@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use io_uring::{opcode, types, IoUring};
 
@@ -83,6 +83,7 @@ impl Storage for FsStorage {
             file,
             path: path.to_owned(),
             backend: self.backend,
+            direct: OnceLock::new(),
         }))
     }
 
@@ -213,6 +214,28 @@ struct RealFile {
     file: File,
     path: PathBuf,
     backend: WriteBackend,
+    /// The same file opened with `O_DIRECT` for [`StorageFile::zero_fill`], on its first call;
+    /// `None` where the file system refuses `O_DIRECT`. Kept open: a segment is zeroed in
+    /// hundreds of small pieces.
+    direct: OnceLock<Option<File>>,
+}
+
+/// Largest `O_DIRECT` write of zeros.
+const ZERO_PIECE_BYTES: usize = 1 << 20;
+/// Block alignment `O_DIRECT` needs (offsets, lengths and buffer address).
+const DIRECT_ALIGN: usize = 4096;
+
+/// One block-aligned buffer of zeros for every `O_DIRECT` zero fill of the process, allocated
+/// on first use and never freed: allocating (and unmapping) a fresh one per piece cost the
+/// zeroing thread page faults and the other CPUs TLB-shootdown interrupts.
+fn direct_zeros() -> &'static [u8] {
+    static ZEROS: OnceLock<(Box<[u8]>, usize)> = OnceLock::new();
+    let (raw, skip) = ZEROS.get_or_init(|| {
+        let raw = vec![0u8; ZERO_PIECE_BYTES + DIRECT_ALIGN].into_boxed_slice();
+        let skip = raw.as_ptr().align_offset(DIRECT_ALIGN);
+        (raw, skip)
+    });
+    &raw[*skip..*skip + ZERO_PIECE_BYTES]
 }
 
 impl RealFile {
@@ -464,38 +487,39 @@ impl StorageFile for RealFile {
 
     fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        const PIECE: usize = 1 << 20;
-        const ALIGN: usize = 4096;
+        const ALIGN: u64 = DIRECT_ALIGN as u64;
         let buffered = |piece: &[u8], at: u64| self.file.write_all_at(piece, at);
         // O_DIRECT takes block-aligned ranges only: the unaligned ends go through the page cache.
-        let first = offset.next_multiple_of(ALIGN as u64).min(offset + len);
-        let last = ((offset + len) / ALIGN as u64 * ALIGN as u64).max(first);
+        let first = offset.next_multiple_of(ALIGN).min(offset + len);
+        let last = ((offset + len) / ALIGN * ALIGN).max(first);
         for (from, to) in [(offset, first), (last, offset + len)] {
-            write_zeros(&[0; ALIGN], from, to - from, buffered)?;
+            write_zeros(&[0; DIRECT_ALIGN], from, to - from, buffered)?;
         }
         let (offset, len) = (first, last - first);
         if len == 0 {
             return Ok(());
         }
-        // An aligned window into a zeroed allocation (O_DIRECT needs an aligned buffer).
-        let piece = (len as usize).min(PIECE);
-        let raw = vec![0u8; piece + ALIGN];
-        let skip = raw.as_ptr().align_offset(ALIGN);
-        let zeros = &raw[skip..skip + piece];
-        match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&self.path)
-        {
-            Ok(direct) => write_zeros(zeros, offset, len, |piece, at| {
-                direct.write_all_at(piece, at)
-            }),
-            // No O_DIRECT here (tmpfs, some network file systems): zeros through the page
-            // cache do the same job, only leaving dirty pages for the next sync.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                write_zeros(zeros, offset, len, buffered)
+        let direct = match self.direct.get() {
+            Some(d) => d,
+            None => {
+                let opened = match OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&self.path)
+                {
+                    Ok(f) => Some(f),
+                    // No O_DIRECT here (tmpfs, some network file systems): zeros through the
+                    // page cache do the same job, only leaving dirty pages for the next sync.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+                    Err(e) => return Err(e),
+                };
+                self.direct.get_or_init(|| opened)
             }
-            Err(e) => Err(e),
+        };
+        let zeros = direct_zeros();
+        match direct {
+            Some(d) => write_zeros(zeros, offset, len, |piece, at| d.write_all_at(piece, at)),
+            None => write_zeros(zeros, offset, len, buffered),
         }
     }
 
