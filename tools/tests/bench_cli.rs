@@ -288,3 +288,96 @@ fn bench_engine_refuses_a_write_buffer_below_the_limit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("write_buffer_bytes"), "{stderr}");
 }
+
+#[test]
+fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("rounds.json");
+    let out = tern(&[
+        "bench",
+        "engine",
+        tmp.path().to_str().unwrap(),
+        "--no-reads",
+        "--no-recovery",
+        "--no-e2e",
+        "--flush",
+        "sync",
+        "--threads",
+        "2",
+        "--count",
+        "100",
+        "--segment-size",
+        "1MiB",
+        "--write-sizes",
+        "32KiB",
+        "--write-bytes",
+        "1MiB",
+        "--fsync-count",
+        "20",
+        "--memcpy-bytes",
+        "1MiB",
+        "--rounds",
+        "3",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("median ratio"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3);
+    let mut ratios = Vec::new();
+    for (i, r) in rounds.iter().enumerate() {
+        assert_eq!(r["round"], i as u64 + 1);
+        // Round 1 is the full run (raw first); then the engine goes first in even rounds.
+        assert_eq!(r["engine_first"], i == 1);
+        let (raw, engine, ratio) = (
+            r["raw"].as_f64().unwrap(),
+            r["engine"].as_f64().unwrap(),
+            r["ratio"].as_f64().unwrap(),
+        );
+        // Sync mode pairs the fdatasync p99 with the acknowledgement p99.
+        assert!(raw > 0.0 && engine > 0.0, "{r}");
+        assert!((ratio - engine / raw).abs() < 1e-9, "{r}");
+        assert_eq!(engine, r["put_p99_us"].as_f64().unwrap());
+        ratios.push(ratio);
+    }
+    assert_eq!(
+        number(&v, "rounds.0.raw"),
+        number(&v, "raw.fsync.fdatasync.p99_us")
+    );
+    ratios.sort_by(f64::total_cmp);
+    assert_eq!(number(&v, "paired_ratio_median"), ratios[1]);
+    let target = v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().starts_with("sync ack p99"))
+        .unwrap();
+    assert_eq!(target["value"].as_f64().unwrap(), ratios[1]);
+    // Every round's data directory and scratch file is gone: only the JSON remains.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    let refused = tern(&[
+        "bench",
+        "engine",
+        tmp.path().to_str().unwrap(),
+        "--no-raw",
+        "--rounds",
+        "2",
+        "--count",
+        "10",
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--rounds"), "{stderr}");
+}

@@ -426,6 +426,45 @@ fn memcpy_bandwidth(total: u64, progress: &Progress) -> f64 {
     (rounds * len as u64) as f64 / started.elapsed().as_secs_f64().max(1e-9)
 }
 
+/// The one raw figure a paired round of `bench engine --rounds` compares the engine with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Sequential 32 KiB pwrite bandwidth (bytes/s), `write_bytes` long.
+    Pwrite32k,
+    /// p99 of fdatasync after a 4 KiB write (µs), `fsync_count` rounds.
+    FdatasyncP99,
+}
+
+/// Measure one raw figure again (see [`Probe`]), as the full run measures it.
+pub fn probe(
+    dir: &Path,
+    opts: &RawOptions,
+    which: Probe,
+    progress: &Progress,
+) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    match which {
+        Probe::Pwrite32k => {
+            progress.phase("raw pwrite 32 KiB", opts.write_bytes);
+            let w = write_case(
+                dir,
+                WriteMethod::Pwrite,
+                32 << 10,
+                opts.write_bytes,
+                opts.queue_depth,
+                &mut |d| progress.set(d),
+            )?;
+            Ok(w.bytes_per_s)
+        }
+        Probe::FdatasyncP99 => {
+            progress.phase("raw fdatasync after 4 KiB", opts.fsync_count);
+            Ok(fsync_latency(dir, opts.fsync_count, progress)?
+                .fdatasync
+                .p99_us)
+        }
+    }
+}
+
 /// Run every raw measurement in `dir`.
 pub fn run_raw(dir: &Path, opts: &RawOptions, progress: &Progress) -> anyhow::Result<RawReport> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
