@@ -314,6 +314,7 @@ fn describe_changes(
                     Some("commitlog") => (segment_diff(o, n), true),
                     Some("consumequeue") => (cq_diff(o, n), true),
                     Some("checkpoint") => checkpoint_diff(o, n),
+                    _ if rel == Path::new(SCHEDULE_PROGRESS) => schedule_progress_diff(o, n),
                     _ => (format!("rewritten ({} → {} bytes)", o.len(), n.len()), true),
                 };
                 changes.push(Change {
@@ -436,6 +437,45 @@ fn checkpoint_diff(old: &[u8], new: &[u8]) -> (String, bool) {
     }
 }
 
+/// The scheduler's progress file, relative to the data directory.
+const SCHEDULE_PROGRESS: &str = "config/schedule_progress.json";
+
+/// What changed in the scheduler's progress file. Its timer watermark follows the clock: any
+/// open that lasts past a scheduler tick moves it forward to the current second, so that alone
+/// is not a repair (like a new checkpoint sequence). Any other change is.
+fn schedule_progress_diff(old: &[u8], new: &[u8]) -> (String, bool) {
+    const WATERMARK: &str = "timer_watermark_ms";
+    let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(b);
+    let (Ok(mut a), Ok(mut b)) = (parse(old), parse(new)) else {
+        return (
+            format!("rewritten ({} → {} bytes)", old.len(), new.len()),
+            true,
+        );
+    };
+    let (wa, wb) = (a.remove(WATERMARK), b.remove(WATERMARK));
+    let mut fields: Vec<&str> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    fields.extend(b.keys().filter(|k| !a.contains_key(*k)).map(String::as_str));
+    let watermark = |w: &Option<serde_json::Value>| w.as_ref().and_then(serde_json::Value::as_u64);
+    let moved = match (watermark(&wa), watermark(&wb)) {
+        (Some(x), Some(y)) if x == y => None,
+        (Some(x), Some(y)) if x < y => Some(format!("timer watermark {x} → {y} ms")),
+        _ => {
+            fields.push(WATERMARK);
+            None
+        }
+    };
+    if fields.is_empty() {
+        let detail = moved.unwrap_or_else(|| "rewritten with the same content".into());
+        return (format!("{detail} (the clock moved on)"), false);
+    }
+    fields.sort_unstable();
+    (format!("rewritten: {} changed", fields.join(", ")), true)
+}
+
 fn engine_error(dir: &Path, e: Error) -> anyhow::Error {
     match e {
         Error::Locked { .. } => anyhow::anyhow!(
@@ -544,7 +584,7 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Outcome> {
                     if changes.is_empty() {
                         ""
                     } else {
-                        " (only a new checkpoint)"
+                        " (only the bookkeeping every open does, listed above)"
                     }
                 )?;
             } else if !args.apply {
@@ -629,4 +669,40 @@ pub fn run(args: &RepairArgs) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Problems
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(levels: &str, watermark: &str) -> Vec<u8> {
+        format!(
+            r#"{{"format":"tern-schedule-progress","version":1,"levels":[{levels}],"timer_indexed":0,"timer_log_len":8,"timer_watermark_ms":{watermark},"timer_log_generation":0}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_schedule_progress_whose_watermark_only_moved_forward_is_not_a_repair() {
+        let (detail, repair) =
+            schedule_progress_diff(&progress("0,0", "1000"), &progress("0,0", "3000"));
+        assert!(!repair, "{detail}");
+        assert!(detail.contains("1000 → 3000"), "{detail}");
+
+        // Delivery progress that moved, a watermark that went back, or bytes that are not
+        // the file's JSON: each is a repair.
+        for (old, new, field) in [
+            (progress("0,0", "1000"), progress("0,5", "1000"), "levels"),
+            (
+                progress("0,0", "3000"),
+                progress("0,0", "1000"),
+                "timer_watermark_ms",
+            ),
+            (b"{".to_vec(), progress("0,0", "1000"), "bytes"),
+        ] {
+            let (detail, repair) = schedule_progress_diff(&old, &new);
+            assert!(repair, "{detail}");
+            assert!(detail.contains(field), "{detail}");
+        }
+    }
 }
