@@ -380,4 +380,19 @@ fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--rounds"), "{stderr}");
+    // Async rounds compare with the 32 KiB pwrite run, so it must be among the write sizes.
+    let refused = tern(&[
+        "bench",
+        "engine",
+        tmp.path().to_str().unwrap(),
+        "--rounds",
+        "2",
+        "--write-sizes",
+        "1MiB",
+        "--count",
+        "10",
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("32KiB"), "{stderr}");
 }

@@ -298,13 +298,7 @@ pub fn run(args: &EngineArgs) -> anyhow::Result<Outcome> {
         Some(raw::run_raw(&args.dir, &args.raw, &progress)?)
     };
 
-    let data_dir = args.dir.join(format!("tern-bench-{}", std::process::id()));
-    if data_dir.exists() {
-        anyhow::bail!(
-            "{} already exists; remove it or choose another DIR",
-            data_dir.display()
-        );
-    }
+    let data_dir = fresh_data_dir(args, "")?;
     let result = run_engine_phases(args, &tags, &data_dir, &progress);
     remove_data_dir(args, &data_dir);
     let (puts, reads, recovery, timeline, curves, config) = match result {
@@ -430,6 +424,14 @@ fn validate(args: &EngineArgs) -> anyhow::Result<()> {
     if args.rounds > 1 && args.no_raw {
         anyhow::bail!("--rounds pairs the engine with raw measurements; drop --no-raw");
     }
+    if args.rounds > 1
+        && args.flush == FlushArg::Async
+        && !args.raw.write_sizes.contains(&(32 << 10))
+    {
+        anyhow::bail!(
+            "--rounds in async mode compares with 32 KiB pwrite bandwidth: keep 32KiB in --write-sizes"
+        );
+    }
     Ok(())
 }
 
@@ -539,6 +541,20 @@ fn close_bench_engine(engine: Arc<Engine>) -> anyhow::Result<()> {
     engine.close().context("closing the engine")
 }
 
+/// `DIR/tern-bench-<pid><suffix>`, which must not exist yet.
+fn fresh_data_dir(args: &EngineArgs, suffix: &str) -> anyhow::Result<PathBuf> {
+    let dir = args
+        .dir
+        .join(format!("tern-bench-{}{suffix}", std::process::id()));
+    if dir.exists() {
+        anyhow::bail!(
+            "{} already exists; remove it or choose another DIR",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// Remove a benchmark data directory, unless `--keep`.
 fn remove_data_dir(args: &EngineArgs, dir: &Path) {
     if args.keep {
@@ -618,15 +634,7 @@ fn extra_round(
     let engine_first = round.is_multiple_of(2);
     let probe = || raw::probe(&args.dir, &args.raw, round_probe(args), progress);
     let raw_before = if engine_first { None } else { Some(probe()?) };
-    let dir = args
-        .dir
-        .join(format!("tern-bench-{}-round{round}", std::process::id()));
-    if dir.exists() {
-        anyhow::bail!(
-            "{} already exists; remove it or choose another DIR",
-            dir.display()
-        );
-    }
+    let dir = fresh_data_dir(args, &format!("-round{round}"))?;
     let puts = open_bench_engine(args, &engine_config(args, &dir)).and_then(|engine| {
         let (puts, _timeline, _curves) = put_phase(args, tags, &engine, progress)?;
         close_bench_engine(engine)?;
