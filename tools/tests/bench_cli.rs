@@ -271,22 +271,24 @@ fn bench_engine_sync_without_raw_reports_puts_per_fdatasync() {
     assert!(v["engine"]["e2e"].is_null());
 }
 
+/// `tern bench engine DIR --count 10 ARGS...` must fail, naming `expected` on stderr.
+fn bench_engine_refuses(dir: &std::path::Path, args: &[&str], expected: &str) {
+    let mut all = vec!["bench", "engine", dir.to_str().unwrap(), "--count", "10"];
+    all.extend_from_slice(args);
+    let out = tern(&all);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(expected), "{stderr}");
+}
+
 #[test]
 fn bench_engine_refuses_a_write_buffer_below_the_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tern(&[
-        "bench",
-        "engine",
-        tmp.path().to_str().unwrap(),
-        "--no-raw",
-        "--count",
-        "10",
-        "--write-buffer",
-        "1KiB",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("write_buffer_bytes"), "{stderr}");
+    bench_engine_refuses(
+        tmp.path(),
+        &["--no-raw", "--write-buffer", "1KiB"],
+        "write_buffer_bytes",
+    );
 }
 
 #[test]
@@ -367,32 +369,11 @@ fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
 
-    let refused = tern(&[
-        "bench",
-        "engine",
-        tmp.path().to_str().unwrap(),
-        "--no-raw",
-        "--rounds",
-        "2",
-        "--count",
-        "10",
-    ]);
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("--rounds"), "{stderr}");
+    bench_engine_refuses(tmp.path(), &["--no-raw", "--rounds", "2"], "--rounds");
     // Async rounds compare with the 32 KiB pwrite run, so it must be among the write sizes.
-    let refused = tern(&[
-        "bench",
-        "engine",
-        tmp.path().to_str().unwrap(),
-        "--rounds",
-        "2",
-        "--write-sizes",
-        "1MiB",
-        "--count",
-        "10",
-    ]);
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("32KiB"), "{stderr}");
+    bench_engine_refuses(
+        tmp.path(),
+        &["--rounds", "2", "--write-sizes", "1MiB"],
+        "32KiB",
+    );
 }
