@@ -418,9 +418,28 @@ impl Engine {
                 .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
         }
         let checkpoint_path = dir.join("checkpoint");
-        let checkpoint_file = storage
-            .open(&checkpoint_path, true)
-            .map_err(|e| Error::io(format!("opening {}", checkpoint_path.display()), e))?;
+        let ctx = |what: &str| format!("{what} {}", checkpoint_path.display());
+        let checkpoint_file = match storage.open(&checkpoint_path, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A new data directory: make its entries (the checkpoint and the directories
+                // above) durable before anything relies on them. Without this a crash could
+                // lose the checkpoint, and recovery would trust nothing below its walk start.
+                let file = storage
+                    .open(&checkpoint_path, true)
+                    .map_err(|e| Error::io(ctx("creating"), e))?;
+                for d in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+                    if d.as_os_str().is_empty() {
+                        continue;
+                    }
+                    storage
+                        .sync_dir(d)
+                        .map_err(|e| Error::io(format!("syncing {}", d.display()), e))?;
+                }
+                file
+            }
+            Err(e) => return Err(Error::io(ctx("opening"), e)),
+        };
 
         let commitlog = CommitLog::new(
             storage.clone(),

@@ -292,7 +292,9 @@ mod tests {
         let mut back = vec![1; SIZE as usize];
         f.read_at(0, &mut back).unwrap();
         assert!(back.iter().all(|&b| b == 0));
-        // Durable: a crash right after keeps it whole.
+        // Durable once the caller has synced the directory, as `CommitLog::create` does: a
+        // crash right after keeps it whole.
+        storage.sync_dir(&dir).unwrap();
         let after = storage.crash(crate::storage::TearMode::DropUnsynced);
         let f = after.open(&seg, false).unwrap();
         assert_eq!(f.len().unwrap(), SIZE);

@@ -416,6 +416,16 @@ impl Scheduler {
             log.write_at_and_sync(0, TIMER_LOG_MAGIC)
                 .map_err(|e| Error::io(ctx("writing"), e))?;
             log_len = TIMER_LOG_MAGIC.len() as u64;
+            // Perhaps a new file (and a new `timer/`): make both names durable before the
+            // checkpoint counts on what the log will hold.
+            for d in [Some(timer_dir.as_path()), timer_dir.parent()]
+                .into_iter()
+                .flatten()
+            {
+                storage
+                    .sync_dir(d)
+                    .map_err(|e| Error::io(format!("syncing {}", d.display()), e))?;
+            }
         } else {
             let mut magic = [0u8; 8];
             log.read_at(0, &mut magic)

@@ -234,6 +234,24 @@ fn concurrent_sync_puts_survive_a_crash(gather_us: u64) {
     }
 }
 
+/// On the simulated disk a new directory entry survives a crash only once its directory is
+/// synced. A crash right after the first open keeps every file that open created.
+#[test]
+fn the_files_a_first_open_creates_survive_a_crash_at_once() {
+    let disk = SimStorage::new();
+    let mut config = EngineConfig::new("/sim");
+    config.segment_size_bytes = 64 * 1024;
+    let engine = Engine::open_with_storage(config, Arc::new(disk.clone())).unwrap();
+    let crashed = disk.crash(TearMode::DropUnsynced);
+    drop(engine);
+    let root = std::path::Path::new("/sim");
+    let names = crashed.list(root).unwrap();
+    for want in ["checkpoint", "commitlog", "config", "consumequeue", "timer"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    assert_eq!(crashed.list(&root.join("timer")).unwrap(), ["log"]);
+}
+
 #[test]
 fn concurrent_sync_puts_with_gathering_survive_a_crash() {
     concurrent_sync_puts_survive_a_crash(tern_engine::limits::SYNC_GATHER_US_DEFAULT);

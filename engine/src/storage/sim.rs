@@ -7,8 +7,15 @@
 //! afterwards: every operation on it, and on files opened from it, fails with an I/O error, as a
 //! process that lost its disk would see.
 //!
-//! Directory operations (create, remove, rename via `write_file_atomic`) are durable at once, as
-//! on a journaling filesystem after the fsync of the directory the real backend performs.
+//! Directory entries follow the same rule as data. Creating, removing or renaming a file is
+//! durable only once its directory is synced ([`Storage::sync_dir`]); until then a crash may
+//! undo it, so a file whose data was synced can still vanish, and a removed file can come back
+//! with its synced bytes. Like a journaling file system, which commits directory changes in
+//! order, a crash keeps a prefix of the unsynced changes: none with
+//! [`TearMode::DropUnsynced`], a random prefix (by `seed`) with the other modes.
+//! `write_file_atomic` is durable on return, as on the real backend. `create_dir_all` is too,
+//! a simplification: the engine syncs the parents of the directories it creates itself (the
+//! data directory's at its first open, a consume queue's at its first sync).
 
 use std::alloc::{self, Layout};
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,6 +74,65 @@ struct Tree {
     files: BTreeMap<PathBuf, Arc<SimFile>>,
     dirs: BTreeSet<PathBuf>,
     locks: BTreeSet<PathBuf>,
+    /// Directory changes not yet made durable by a sync of their directory, oldest first.
+    unsynced_names: Vec<NameChange>,
+}
+
+/// One change to a directory entry, with what a crash needs to undo it.
+#[derive(Debug)]
+enum NameChange {
+    Created {
+        path: PathBuf,
+    },
+    Removed {
+        path: PathBuf,
+        file: Arc<SimFile>,
+    },
+    Renamed {
+        from: PathBuf,
+        to: PathBuf,
+        /// The file `to` named before, if any.
+        replaced: Option<Arc<SimFile>>,
+    },
+}
+
+impl NameChange {
+    /// True when syncing `dir` makes this change durable.
+    fn is_in(&self, dir: &Path) -> bool {
+        let parent_is = |p: &Path| p.parent() == Some(dir);
+        match self {
+            NameChange::Created { path } | NameChange::Removed { path, .. } => parent_is(path),
+            // One journal transaction on a real file system: a sync of either directory
+            // commits it.
+            NameChange::Renamed { from, to, .. } => parent_is(from) || parent_is(to),
+        }
+    }
+
+    /// Put `files` back as they were before this change.
+    fn undo(&self, files: &mut BTreeMap<PathBuf, Arc<SimFile>>) {
+        match self {
+            NameChange::Created { path } => {
+                files.remove(path);
+            }
+            NameChange::Removed { path, file } => {
+                files.insert(path.clone(), file.clone());
+            }
+            NameChange::Renamed { from, to, replaced } => {
+                if let Some(file) = files.remove(to) {
+                    files.insert(from.clone(), file);
+                }
+                if let Some(old) = replaced {
+                    files.insert(to.clone(), old.clone());
+                }
+            }
+        }
+    }
+}
+
+impl Tree {
+    fn sync_names_in(&mut self, dir: &Path) {
+        self.unsynced_names.retain(|c| !c.is_in(dir));
+    }
 }
 
 /// An in-memory disk. Cloning shares the same disk.
@@ -124,8 +190,20 @@ impl SimStorage {
             TearMode::DropUnsynced => 0,
             TearMode::TearLast { seed } | TearMode::Chaos { seed } => seed,
         });
+        // Directory changes first: undo those the crash did not keep, newest first.
+        let mut names = tree.files.clone();
+        let pending = &tree.unsynced_names;
+        let kept = match mode {
+            TearMode::DropUnsynced => 0,
+            TearMode::TearLast { seed } | TearMode::Chaos { seed } => {
+                SmallRng::seed_from_u64(seed ^ 0x6e61_6d65_7321).gen_range(0..=pending.len())
+            }
+        };
+        for change in pending[kept..].iter().rev() {
+            change.undo(&mut names);
+        }
         let mut files = BTreeMap::new();
-        for (path, file) in &tree.files {
+        for (path, file) in &names {
             let state = file.state.lock();
             let mut image = state.durable.clone();
             image.resize(state.len, 0);
@@ -430,6 +508,9 @@ impl Storage for SimStorage {
         let file = Arc::new(SimFile::from_image(path.to_owned(), Vec::new()));
         file.attach(self.shared.clone());
         tree.files.insert(path.to_owned(), file.clone());
+        tree.unsynced_names.push(NameChange::Created {
+            path: path.to_owned(),
+        });
         Ok(file)
     }
 
@@ -465,10 +546,13 @@ impl Storage for SimStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.shared.check_alive()?;
-        match self.tree.lock().files.remove(path) {
-            Some(_) => Ok(()),
-            None => Err(not_found(path)),
-        }
+        let mut tree = self.tree.lock();
+        let file = tree.files.remove(path).ok_or_else(|| not_found(path))?;
+        tree.unsynced_names.push(NameChange::Removed {
+            path: path.to_owned(),
+            file,
+        });
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -478,14 +562,24 @@ impl Storage for SimStorage {
         if !parent.as_os_str().is_empty() && !tree.dirs.contains(&parent) {
             return Err(not_found(&parent));
         }
-        // Directory changes are durable at once on this disk, as creations and removals are.
         let file = tree.files.remove(from).ok_or_else(|| not_found(from))?;
-        tree.files.insert(to.to_owned(), file);
+        let replaced = tree.files.insert(to.to_owned(), file);
+        tree.unsynced_names.push(NameChange::Renamed {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            replaced,
+        });
         Ok(())
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        self.shared.check_alive()
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.shared.check_alive()?;
+        let left = self.shared.faults.syncs_left.load(Ordering::SeqCst);
+        if left == 0 {
+            return Err(other("simulated fsync failure"));
+        }
+        self.tree.lock().sync_names_in(dir);
+        Ok(())
     }
 
     fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -502,6 +596,9 @@ impl Storage for SimStorage {
         let file = Arc::new(SimFile::from_image(path.to_owned(), bytes.to_vec()));
         file.attach(self.shared.clone());
         tree.files.insert(path.to_owned(), file);
+        // The real backend ends with a sync of the directory, which commits every earlier
+        // change in it too.
+        tree.sync_names_in(parent.as_path());
         Ok(())
     }
 
@@ -548,6 +645,7 @@ mod tests {
         f.write_at(0, b"durable!").unwrap();
         f.sync_data().unwrap();
         f.write_at(8, b"volatile").unwrap();
+        disk.sync_dir(Path::new("/d")).unwrap();
         let after = disk.crash(TearMode::DropUnsynced);
         assert!(f.write_at(0, b"x").is_err(), "old disk is dead");
         let g = after.open(Path::new("/d/a"), false).unwrap();
@@ -564,12 +662,71 @@ mod tests {
             let f = disk.open(Path::new("/d/a"), true).unwrap();
             f.set_len(8).unwrap();
             f.write_at(0, b"abcdefgh").unwrap();
+            disk.sync_dir(Path::new("/d")).unwrap();
             let after = disk.crash(TearMode::TearLast { seed });
             let bytes = after.read_file(Path::new("/d/a")).unwrap();
             let kept = bytes.iter().take_while(|&&b| b != 0).count();
             assert_eq!(&bytes[..kept], &b"abcdefgh"[..kept]);
             assert!(bytes[kept..].iter().all(|&b| b == 0));
         }
+    }
+
+    /// A disk with `/d/kept` (synced name and data) and `/d/old` (synced), then: `/d/new`
+    /// created and synced (data only), `/d/old` removed, `/d/kept` renamed to `/d/moved`.
+    fn disk_with_unsynced_names() -> SimStorage {
+        let disk = SimStorage::new();
+        let d = Path::new("/d");
+        disk.create_dir_all(d).unwrap();
+        for (name, bytes) in [("kept", b"kept"), ("old", b"old!")] {
+            let f = disk.open(&d.join(name), true).unwrap();
+            f.set_len(4).unwrap();
+            f.write_at(0, bytes).unwrap();
+            f.sync_data().unwrap();
+        }
+        disk.sync_dir(d).unwrap();
+        let f = disk.open(&d.join("new"), true).unwrap();
+        f.set_len(4).unwrap();
+        f.write_at(0, b"new!").unwrap();
+        f.sync_data().unwrap();
+        disk.remove_file(&d.join("old")).unwrap();
+        disk.rename(&d.join("kept"), &d.join("moved")).unwrap();
+        disk
+    }
+
+    #[test]
+    fn directory_changes_are_lost_in_a_crash_until_the_directory_is_synced() {
+        let disk = disk_with_unsynced_names();
+        let after = disk.crash(TearMode::DropUnsynced);
+        assert_eq!(after.list(Path::new("/d")).unwrap(), ["kept", "old"]);
+        assert_eq!(after.read_file(Path::new("/d/old")).unwrap(), b"old!");
+
+        let disk = disk_with_unsynced_names();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        let after = disk.crash(TearMode::DropUnsynced);
+        assert_eq!(after.list(Path::new("/d")).unwrap(), ["moved", "new"]);
+        assert_eq!(after.read_file(Path::new("/d/moved")).unwrap(), b"kept");
+        assert_eq!(after.read_file(Path::new("/d/new")).unwrap(), b"new!");
+    }
+
+    #[test]
+    fn a_crash_keeps_a_prefix_of_the_unsynced_directory_changes() {
+        let states = [
+            vec!["kept", "old"],
+            vec!["kept", "new", "old"],
+            vec!["kept", "new"],
+            vec!["moved", "new"],
+        ];
+        let mut seen = BTreeSet::new();
+        for seed in 0..64 {
+            let after = disk_with_unsynced_names().crash(TearMode::Chaos { seed });
+            let names = after.list(Path::new("/d")).unwrap();
+            let k = states
+                .iter()
+                .position(|s| *s == names)
+                .unwrap_or_else(|| panic!("seed {seed}: {names:?} is not a prefix state"));
+            seen.insert(k);
+        }
+        assert_eq!(seen.len(), states.len(), "every prefix happens: {seen:?}");
     }
 
     #[test]
