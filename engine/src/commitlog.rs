@@ -252,18 +252,31 @@ impl CommitLog {
         self.storage
             .remove_file(&seg.path)
             .map_err(|e| Error::io(format!("removing {}", seg.path.display()), e))?;
+        // Durable at once: after a crash the segment must not come back and fill the disk
+        // again.
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))?;
         Ok(Some(seg.start))
     }
 
     /// Remove every segment starting at or after `start` (recovery).
     pub(crate) fn drop_from(&self, start: u64) -> Result<()> {
         let mut segs = self.segments.write();
+        let mut removed = false;
         while segs.last().is_some_and(|s| s.start >= start) {
             let seg = segs.pop().expect("checked non-empty");
             tracing::warn!(segment = %seg.path.display(), "removing segment past the end of the valid log");
             self.storage
                 .remove_file(&seg.path)
                 .map_err(|e| Error::io(format!("removing {}", seg.path.display()), e))?;
+            removed = true;
+        }
+        if removed {
+            // Before the checkpoint that ends the log here.
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))?;
         }
         Ok(())
     }
@@ -367,5 +380,25 @@ mod tests {
         assert_eq!(syncs(), 2, "one sync covers both");
         log.sync_dir_if_needed().unwrap();
         assert_eq!(syncs(), 2);
+    }
+
+    /// Removing segments (the cleaner's oldest, recovery's past the end) is durable on return:
+    /// a crash right after does not bring them back.
+    #[test]
+    fn removed_segments_stay_removed_after_a_crash() {
+        let disk = SimStorage::new();
+        let dir = PathBuf::from("/data/commitlog");
+        disk.create_dir_all(&dir).unwrap();
+        let log = CommitLog::new(Arc::new(disk.clone()), dir.clone(), 64 * 1024);
+        for i in 0..4 {
+            log.create(i * 64 * 1024, None, true).unwrap();
+        }
+        assert_eq!(log.remove_oldest().unwrap(), Some(0));
+        log.drop_from(3 * 64 * 1024).unwrap();
+        let after = disk.crash(crate::storage::TearMode::DropUnsynced);
+        assert_eq!(
+            after.list(&dir).unwrap(),
+            [format::file_name(64 * 1024), format::file_name(128 * 1024)]
+        );
     }
 }

@@ -744,9 +744,15 @@ fn writer_thread(
             error = Some(format!("thread {thread}: put failed: {e}"));
             break;
         }
-        record(&mut batch_h, dt, 1);
+        // With batches of one, both histograms would hold the same samples: record one.
+        if args.batch > 1 {
+            record(&mut batch_h, dt, 1);
+        }
         record(&mut put_h, dt, n as u64);
         sent += n as u64;
+    }
+    if args.batch <= 1 {
+        batch_h = put_h.clone();
     }
     WriterResult {
         put: put_h,
