@@ -377,3 +377,59 @@ fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
         "32KiB",
     );
 }
+
+#[test]
+fn bench_raw_mapped_adds_the_mapped_copy_next_to_pwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("raw.json");
+    let dir = tmp.path().join("disk");
+    let out = tern(&[
+        "bench",
+        "raw",
+        dir.to_str().unwrap(),
+        "--write-sizes",
+        "32KiB",
+        "--write-bytes",
+        "2MiB",
+        "--fsync-count",
+        "10",
+        "--memcpy-bytes",
+        "8MiB",
+        "--no-io-uring",
+        "--mapped",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("mmap + CRC32C"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let writes = v["raw"]["writes"].as_array().unwrap();
+    let methods: Vec<&str> = writes
+        .iter()
+        .map(|w| w["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["pwrite", "mapped"]);
+    assert_eq!(writes[1]["write_size_bytes"], 1024);
+    assert_eq!(writes[1]["total_bytes"], 2 << 20);
+    assert!(number(&v, "raw.writes.1.bytes_per_s") > 0.0);
+    assert!(number(&v, "raw.writes.1.bytes_per_s_with_sync") > 0.0);
+    // Every scratch file is gone.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+    let out = tern(&[
+        "bench",
+        "raw",
+        dir.to_str().unwrap(),
+        "--write-bytes",
+        "100",
+        "--mapped",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--mapped needs --write-bytes"), "{stderr}");
+}

@@ -10,6 +10,10 @@
 //! * fdatasync latency after a 4 KiB write into a pre-sized file, the engine's sync-mode pattern
 //!   (measured first, before the bandwidth runs leave writeback in flight).
 //! * memcpy bandwidth.
+//! * With `--mapped`: 1 KiB records copied into a shared memory map of a pre-allocated file,
+//!   each sealed with its CRC32C in place (the engine's checksum), while a second thread
+//!   pre-faults the pages ahead (`MADV_POPULATE_WRITE`). It bounds a commitlog write path
+//!   through a map, as RocketMQ's: one putting thread, no kernel copy.
 //!
 //! Every scratch file is created under DIR and removed afterwards.
 
@@ -53,6 +57,11 @@ pub struct RawOptions {
     /// Skip the io_uring measurements (for kernels or sandboxes without io_uring).
     #[arg(long)]
     pub no_io_uring: bool,
+    /// Also measure 1 KiB records copied, each with its CRC32C, into a shared memory map of a
+    /// pre-allocated file whose pages a second thread pre-faults (`--write-bytes` of them): what
+    /// one thread can put through a mapped write path, with no kernel copy.
+    #[arg(long)]
+    pub mapped: bool,
 }
 
 /// How a sequential write reached the disk.
@@ -62,6 +71,8 @@ pub enum WriteMethod {
     Pwrite,
     IoUring,
     IoUringDirect,
+    /// Records copied into a shared memory map (`--mapped`).
+    Mapped,
 }
 
 impl WriteMethod {
@@ -70,6 +81,7 @@ impl WriteMethod {
             WriteMethod::Pwrite => "pwrite",
             WriteMethod::IoUring => "io_uring buffered",
             WriteMethod::IoUringDirect => "io_uring O_DIRECT",
+            WriteMethod::Mapped => "mmap + CRC32C",
         }
     }
 }
@@ -216,6 +228,80 @@ fn pwrite_run(
     Ok((write_s, sync_started.elapsed().as_secs_f64()))
 }
 
+/// Records of `size` bytes copied one after another into a shared map of `file` (pre-sized
+/// to `total`), each sealed with its CRC32C over the mapped bytes, as the engine seals a record.
+/// A second thread pre-faults the map in 2 MiB pieces, at most 64 MiB ahead of the copying
+/// thread, so the copy rarely takes a page fault. Returns (write seconds, sync seconds).
+fn mapped_run(
+    file: &File,
+    size: u64,
+    total: u64,
+    on_bytes: OnBytes<'_>,
+) -> anyhow::Result<(f64, f64)> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const PIECE: usize = 2 << 20;
+    const AHEAD: usize = 64 << 20;
+    let len = usize::try_from(total).context("--write-bytes does not fit in memory")?;
+    let size = usize::try_from(size).context("record size")?.max(8);
+    // Reserve the blocks, as the engine's segments are (sparse if the file system cannot).
+    let (Ok(flen), fd) = (libc::off_t::try_from(total), file.as_raw_fd()) else {
+        anyhow::bail!("--write-bytes is too large");
+    };
+    // SAFETY: fallocate on a descriptor we own, within the size the file already has.
+    let _ = unsafe { libc::fallocate(fd, 0, 0, flen) };
+    // SAFETY: the scratch file is ours alone and keeps its length while mapped.
+    let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
+        .context("mapping the scratch file")?;
+    let base = map.as_mut_ptr() as usize;
+    let copied = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let record: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let started = Instant::now();
+    let mut at = 0usize;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut faulted = 0usize;
+            while faulted < len && !stop.load(Ordering::Relaxed) {
+                if faulted > copied.load(Ordering::Relaxed) + AHEAD {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                    continue;
+                }
+                let n = PIECE.min(len - faulted);
+                // SAFETY: a page-aligned range inside the live map; MADV_POPULATE_WRITE only
+                // fills page tables (as a write fault would) and never changes the bytes, so
+                // the copying thread's writes to any part of the map are unaffected.
+                unsafe {
+                    libc::madvise(
+                        (base + faulted) as *mut libc::c_void,
+                        n,
+                        libc::MADV_POPULATE_WRITE,
+                    );
+                }
+                faulted += n;
+            }
+        });
+        while at + size <= len {
+            let dst = &mut map[at..at + size];
+            dst[4..].copy_from_slice(&record[4..]);
+            let crc = tern_engine::format::crc32c(&dst[4..]);
+            dst[..4].copy_from_slice(&crc.to_le_bytes());
+            at += size;
+            if at % (1 << 20) < size {
+                copied.store(at, Ordering::Relaxed);
+                on_bytes(at as u64);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let write_s = started.elapsed().as_secs_f64();
+    on_bytes(at as u64);
+    let sync_started = Instant::now();
+    file.sync_data().context("fdatasync")?;
+    let sync_s = sync_started.elapsed().as_secs_f64();
+    drop(map);
+    Ok((write_s, sync_s))
+}
+
 /// Sequential writes of `size` with `depth` in flight through io_uring; returns (write seconds,
 /// sync seconds, registered).
 fn uring_run(
@@ -335,6 +421,10 @@ fn write_case(
         }
         WriteMethod::IoUring | WriteMethod::IoUringDirect => {
             uring_run(&file, size, total, depth, on_bytes)?
+        }
+        WriteMethod::Mapped => {
+            let (w, s) = mapped_run(&file, size, total, on_bytes)?;
+            (w, s, false)
         }
     };
     Ok(WriteResult {
@@ -509,6 +599,21 @@ pub fn run_raw(dir: &Path, opts: &RawOptions, progress: &Progress) -> anyhow::Re
                 Err(e) => return Err(e),
             }
         }
+    }
+    if opts.mapped {
+        const RECORD: u64 = 1024;
+        if opts.write_bytes < RECORD {
+            anyhow::bail!("--mapped needs --write-bytes of at least 1 KiB (one record)");
+        }
+        progress.phase("mmap + CRC32C, 1 KiB records", opts.write_bytes);
+        writes.push(write_case(
+            dir,
+            WriteMethod::Mapped,
+            RECORD,
+            opts.write_bytes - opts.write_bytes % RECORD,
+            opts.queue_depth,
+            &mut |d| progress.set(d),
+        )?);
     }
     let mut sustained = Vec::new();
     if opts.sustained_bytes > 0 {
