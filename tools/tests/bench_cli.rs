@@ -119,54 +119,64 @@ fn tern(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn bench_engine_with_a_small_count_writes_every_figure() {
-    let tmp = tempfile::tempdir().unwrap();
-    let json_path = tmp.path().join("bench.json");
-    let svg_path = tmp.path().join("bench.svg");
-    let out = tern(&[
-        "bench",
-        "engine",
-        tmp.path().to_str().unwrap(),
-        "--count",
-        "3000",
-        "--threads",
-        "2",
-        "--batch",
-        "4",
-        "--tags",
-        "TagA=3,TagB=1",
-        "--delay-mix",
-        // Level 18 is 2 h: nothing delayed comes due during the test.
-        "0=9,18=1",
-        "--segment-size",
-        "1MiB",
-        "--write-buffer",
-        "256KiB",
-        "--write-sizes",
-        "32KiB,64KiB",
-        "--write-bytes",
-        "2MiB",
-        "--fsync-count",
-        "10",
-        "--memcpy-bytes",
-        "8MiB",
-        "--json",
-        json_path.to_str().unwrap(),
-        "--plot",
-        svg_path.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Run `tern args`, which must succeed, and return its stdout with the JSON it wrote to
+/// `json_path`.
+fn tern_ok(args: &[&str], json_path: &std::path::Path) -> (String, serde_json::Value) {
+    let out = tern(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let json = serde_json::from_slice(&std::fs::read(json_path).unwrap()).unwrap();
+    (stdout, json)
+}
+
+#[test]
+fn bench_engine_with_a_small_count_writes_every_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("bench.json");
+    let svg_path = tmp.path().join("bench.svg");
+    let (stdout, v) = tern_ok(
+        &[
+            "bench",
+            "engine",
+            tmp.path().to_str().unwrap(),
+            "--count",
+            "3000",
+            "--threads",
+            "2",
+            "--batch",
+            "4",
+            "--tags",
+            "TagA=3,TagB=1",
+            "--delay-mix",
+            // Level 18 is 2 h: nothing delayed comes due during the test.
+            "0=9,18=1",
+            "--segment-size",
+            "1MiB",
+            "--write-buffer",
+            "256KiB",
+            "--write-sizes",
+            "32KiB,64KiB",
+            "--write-bytes",
+            "2MiB",
+            "--fsync-count",
+            "10",
+            "--memcpy-bytes",
+            "8MiB",
+            "--json",
+            json_path.to_str().unwrap(),
+            "--plot",
+            svg_path.to_str().unwrap(),
+        ],
+        &json_path,
+    );
     assert!(stdout.contains("raw limits"), "{stdout}");
     assert!(stdout.contains("latency per put"), "{stdout}");
     assert!(stdout.contains("CPU while putting"), "{stdout}");
 
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     // Configuration.
     assert_eq!(v["config"]["args"]["message_size"], 1024);
     assert_eq!(v["config"]["args"]["threads"], 2);
@@ -236,34 +246,30 @@ fn bench_engine_with_a_small_count_writes_every_figure() {
 fn bench_engine_sync_without_raw_reports_puts_per_fdatasync() {
     let tmp = tempfile::tempdir().unwrap();
     let json_path = tmp.path().join("sync.json");
-    let out = tern(&[
-        "bench",
-        "engine",
-        tmp.path().to_str().unwrap(),
-        "--no-raw",
-        "--no-reads",
-        "--no-recovery",
-        "--no-e2e",
-        "--flush",
-        "sync",
-        "--backend",
-        "pwrite",
-        "--threads",
-        "4",
-        "--count",
-        "200",
-        "--segment-size",
-        "1MiB",
-        "--json",
-        json_path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (_, v) = tern_ok(
+        &[
+            "bench",
+            "engine",
+            tmp.path().to_str().unwrap(),
+            "--no-raw",
+            "--no-reads",
+            "--no-recovery",
+            "--no-e2e",
+            "--flush",
+            "sync",
+            "--backend",
+            "pwrite",
+            "--threads",
+            "4",
+            "--count",
+            "200",
+            "--segment-size",
+            "1MiB",
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+        &json_path,
     );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(v["engine"]["messages"], 200);
     assert_eq!(v["engine"]["backend_used"], "pwrite");
     assert!(number(&v, "engine.puts_per_fdatasync") >= 1.0);
@@ -295,42 +301,38 @@ fn bench_engine_refuses_a_write_buffer_below_the_limit() {
 fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
     let tmp = tempfile::tempdir().unwrap();
     let json_path = tmp.path().join("rounds.json");
-    let out = tern(&[
-        "bench",
-        "engine",
-        tmp.path().to_str().unwrap(),
-        "--no-reads",
-        "--no-recovery",
-        "--no-e2e",
-        "--flush",
-        "sync",
-        "--threads",
-        "2",
-        "--count",
-        "100",
-        "--segment-size",
-        "1MiB",
-        "--write-sizes",
-        "32KiB",
-        "--write-bytes",
-        "1MiB",
-        "--fsync-count",
-        "20",
-        "--memcpy-bytes",
-        "1MiB",
-        "--rounds",
-        "3",
-        "--json",
-        json_path.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, v) = tern_ok(
+        &[
+            "bench",
+            "engine",
+            tmp.path().to_str().unwrap(),
+            "--no-reads",
+            "--no-recovery",
+            "--no-e2e",
+            "--flush",
+            "sync",
+            "--threads",
+            "2",
+            "--count",
+            "100",
+            "--segment-size",
+            "1MiB",
+            "--write-sizes",
+            "32KiB",
+            "--write-bytes",
+            "1MiB",
+            "--fsync-count",
+            "20",
+            "--memcpy-bytes",
+            "1MiB",
+            "--rounds",
+            "3",
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+        &json_path,
     );
     assert!(stdout.contains("median ratio"), "{stdout}");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     let rounds = v["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 3);
     let mut ratios = Vec::new();
@@ -383,31 +385,27 @@ fn bench_raw_mapped_adds_the_mapped_copy_next_to_pwrite() {
     let tmp = tempfile::tempdir().unwrap();
     let json_path = tmp.path().join("raw.json");
     let dir = tmp.path().join("disk");
-    let out = tern(&[
-        "bench",
-        "raw",
-        dir.to_str().unwrap(),
-        "--write-sizes",
-        "32KiB",
-        "--write-bytes",
-        "2MiB",
-        "--fsync-count",
-        "10",
-        "--memcpy-bytes",
-        "8MiB",
-        "--no-io-uring",
-        "--mapped",
-        "--json",
-        json_path.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, v) = tern_ok(
+        &[
+            "bench",
+            "raw",
+            dir.to_str().unwrap(),
+            "--write-sizes",
+            "32KiB",
+            "--write-bytes",
+            "2MiB",
+            "--fsync-count",
+            "10",
+            "--memcpy-bytes",
+            "8MiB",
+            "--no-io-uring",
+            "--mapped",
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+        &json_path,
     );
     assert!(stdout.contains("mmap + CRC32C"), "{stdout}");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     let writes = v["raw"]["writes"].as_array().unwrap();
     let methods: Vec<&str> = writes
         .iter()
