@@ -428,14 +428,7 @@ impl Engine {
                 let file = storage
                     .open(&checkpoint_path, true)
                     .map_err(|e| Error::io(ctx("creating"), e))?;
-                for d in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
-                    if d.as_os_str().is_empty() {
-                        continue;
-                    }
-                    storage
-                        .sync_dir(d)
-                        .map_err(|e| Error::io(format!("syncing {}", d.display()), e))?;
-                }
+                crate::storage::sync_dir_and_parent(&*storage, dir)?;
                 file
             }
             Err(e) => return Err(Error::io(ctx("opening"), e)),

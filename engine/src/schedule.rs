@@ -418,14 +418,7 @@ impl Scheduler {
             log_len = TIMER_LOG_MAGIC.len() as u64;
             // Perhaps a new file (and a new `timer/`): make both names durable before the
             // checkpoint counts on what the log will hold.
-            for d in [Some(timer_dir.as_path()), timer_dir.parent()]
-                .into_iter()
-                .flatten()
-            {
-                storage
-                    .sync_dir(d)
-                    .map_err(|e| Error::io(format!("syncing {}", d.display()), e))?;
-            }
+            crate::storage::sync_dir_and_parent(storage, &timer_dir)?;
         } else {
             let mut magic = [0u8; 8];
             log.read_at(0, &mut magic)

@@ -287,6 +287,20 @@ pub(crate) fn cut_and_reserve<F: StorageFile + ?Sized>(
     file.allocate(len)
 }
 
+/// Make the entries of `dir` durable, and `dir`'s own entry in its parent (a directory the
+/// caller may just have created).
+pub(crate) fn sync_dir_and_parent(storage: &dyn Storage, dir: &Path) -> crate::error::Result<()> {
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        if d.as_os_str().is_empty() {
+            continue;
+        }
+        storage
+            .sync_dir(d)
+            .map_err(|e| crate::error::Error::io(format!("syncing {}", d.display()), e))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn list_or_empty(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<String>> {
     match storage.list(dir) {
         Ok(names) => Ok(names),
