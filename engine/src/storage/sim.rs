@@ -67,6 +67,15 @@ impl Shared {
         }
         Ok(())
     }
+
+    /// Fail once the injected sync failures have begun (`fail_syncs_after`), without counting
+    /// this sync against the allowance.
+    fn check_syncs_allowed(&self) -> io::Result<()> {
+        if self.faults.syncs_left.load(Ordering::SeqCst) == 0 {
+            return Err(other("simulated fsync failure"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -574,20 +583,14 @@ impl Storage for SimStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.shared.check_alive()?;
-        let left = self.shared.faults.syncs_left.load(Ordering::SeqCst);
-        if left == 0 {
-            return Err(other("simulated fsync failure"));
-        }
+        self.shared.check_syncs_allowed()?;
         self.tree.lock().sync_names_in(dir);
         Ok(())
     }
 
     fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         self.shared.check_alive()?;
-        let left = self.shared.faults.syncs_left.load(Ordering::SeqCst);
-        if left == 0 {
-            return Err(other("simulated fsync failure"));
-        }
+        self.shared.check_syncs_allowed()?;
         let mut tree = self.tree.lock();
         let parent = path.parent().map(Path::to_owned).unwrap_or_default();
         if !parent.as_os_str().is_empty() && !tree.dirs.contains(&parent) {
