@@ -206,6 +206,13 @@ impl AlignedBuf {
 /// Called with bytes written so far; returns nothing.
 type OnBytes<'a> = &'a mut dyn FnMut(u64);
 
+/// The final fdatasync of a write run, timed (seconds).
+fn timed_fdatasync(file: &File) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    file.sync_data().context("fdatasync")?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
 fn pwrite_run(
     file: &File,
     size: u64,
@@ -223,9 +230,7 @@ fn pwrite_run(
         on_bytes(offset);
     }
     let write_s = started.elapsed().as_secs_f64();
-    let sync_started = Instant::now();
-    file.sync_data().context("fdatasync")?;
-    Ok((write_s, sync_started.elapsed().as_secs_f64()))
+    Ok((write_s, timed_fdatasync(file)?))
 }
 
 /// Records of `size` bytes copied one after another into a shared map of `file` (pre-sized
@@ -295,9 +300,7 @@ fn mapped_run(
     });
     let write_s = started.elapsed().as_secs_f64();
     on_bytes(at as u64);
-    let sync_started = Instant::now();
-    file.sync_data().context("fdatasync")?;
-    let sync_s = sync_started.elapsed().as_secs_f64();
+    let sync_s = timed_fdatasync(file)?;
     drop(map);
     Ok((write_s, sync_s))
 }
@@ -398,9 +401,7 @@ fn uring_run(
         let _unregistered = ring.submitter().unregister_buffers();
     }
     drop(ring);
-    let sync_started = Instant::now();
-    file.sync_data().context("fdatasync")?;
-    Ok((write_s, sync_started.elapsed().as_secs_f64(), registered))
+    Ok((write_s, timed_fdatasync(file)?, registered))
 }
 
 fn write_case(
