@@ -70,8 +70,15 @@ pub struct BrokerArgs {
     /// at the price of a second segment's worth of disk [default: auto = in sync mode].
     #[arg(long, value_enum)]
     pub prefill: Option<PrefillFlag>,
+    /// Refuse puts (DISK_FULL, retriable) while the data directory's file system is at least
+    /// this full, e.g. 0.95 or 95% [default: 90%]. Expired segments are removed at any hour
+    /// above 75%, the oldest even unexpired above 85% (file keys disk_clean_ratio,
+    /// disk_force_clean_ratio); the three must not decrease in that order.
+    #[arg(long, value_parser = crate::units::parse_ratio, value_name = "RATIO")]
+    pub disk_full_ratio: Option<f64>,
     /// TOML file with any of: data, quic, flush, flush_interval_ms, sync_gather_us,
-    /// segment_size_bytes, prefill, cert,
+    /// segment_size_bytes, prefill, disk_clean_ratio, disk_force_clean_ratio, disk_full_ratio,
+    /// cert,
     /// key, token, member_timeout_ms, frame_body_bytes_max, pending_pulls_max,
     /// streams_per_connection_max, udp_socket_buffer_bytes.
     #[arg(long)]
@@ -142,6 +149,9 @@ struct FileConfig {
     sync_gather_us: Option<u64>,
     segment_size_bytes: Option<u64>,
     prefill: Option<PrefillFlag>,
+    disk_clean_ratio: Option<f64>,
+    disk_force_clean_ratio: Option<f64>,
+    disk_full_ratio: Option<f64>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     token: Option<String>,
@@ -230,6 +240,26 @@ fn resolve(args: &BrokerArgs) -> anyhow::Result<Resolved> {
             PrefillFlag::On => Prefill::On,
             PrefillFlag::Off => Prefill::Off,
         };
+    }
+    if let Some(r) = file.disk_clean_ratio {
+        engine.disk_clean_ratio = r;
+    }
+    if let Some(r) = file.disk_force_clean_ratio {
+        engine.disk_force_clean_ratio = r;
+    }
+    if let Some(r) = args.disk_full_ratio.or(file.disk_full_ratio) {
+        engine.disk_hard_limit_ratio = r;
+    }
+    if !(engine.disk_clean_ratio <= engine.disk_force_clean_ratio
+        && engine.disk_force_clean_ratio <= engine.disk_hard_limit_ratio)
+    {
+        bail!(
+            "disk limits out of order: clean {} <= force clean {} <= full {} must hold \
+             (--disk-full-ratio; disk_clean_ratio, disk_force_clean_ratio in --config)",
+            engine.disk_clean_ratio,
+            engine.disk_force_clean_ratio,
+            engine.disk_hard_limit_ratio
+        );
     }
     let cert = match (
         args.cert.clone().or(file.cert),
@@ -461,6 +491,35 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    }
+
+    fn parse(args: &[&str]) -> BrokerArgs {
+        let argv = std::iter::once("tern-broker").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().broker
+    }
+
+    #[test]
+    fn disk_limits_out_of_order_are_refused_in_the_flags_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        let args = parse(&["--data", d.to_str().unwrap(), "--disk-full-ratio", "0.5"]);
+        let e = format!("{:#}", resolve(&args).err().unwrap());
+        assert!(
+            e.contains("out of order") && e.contains("--disk-full-ratio"),
+            "{e}"
+        );
+        assert!(!d.exists(), "nothing is created before the check");
+        let e = Cli::try_parse_from(["tern-broker", "--disk-full-ratio", "120%"])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("outside 0..=1"), "{e}");
+    }
 
     #[test]
     fn file_config_parses_and_flags_win() {
@@ -469,29 +528,21 @@ mod tests {
         std::fs::write(
             &path,
             "data = \"/tmp/x\"\nquic = \"127.0.0.1:7200\"\nflush = \"sync\"\nmember_timeout_ms = 2000\n\
-             sync_gather_us = 20\nsegment_size_bytes = 1048576\nprefill = \"off\"\n",
+             sync_gather_us = 20\nsegment_size_bytes = 1048576\nprefill = \"off\"\n\
+             disk_clean_ratio = 0.5\ndisk_force_clean_ratio = 0.6\ndisk_full_ratio = 0.7\n",
         )
         .unwrap();
-        let args = BrokerArgs {
-            data: Some(dir.path().join("d")),
-            quic: None,
-            flush: None,
-            segment_size: Some(2 << 20),
-            prefill: None,
-            config: Some(path),
-            cert: None,
-            key: None,
-            token: None,
-            no_token: false,
-            http: None,
-            no_http: false,
-            nameserver: Vec::new(),
-            embedded_nameserver: "127.0.0.1:0".parse().unwrap(),
-            cluster: "DefaultCluster".into(),
-            broker_name: "broker-a".into(),
-            broker_id: 0,
-            register_interval_ms: 30_000,
-        };
+        let d = dir.path().join("d");
+        let args = parse(&[
+            "--data",
+            d.to_str().unwrap(),
+            "--segment-size",
+            "2MiB",
+            "--disk-full-ratio",
+            "97%",
+            "--config",
+            path.to_str().unwrap(),
+        ]);
         let r = resolve(&args).unwrap();
         assert_eq!(r.data, dir.path().join("d"));
         assert_eq!(r.broker.listen.port(), 7200);
@@ -503,6 +554,12 @@ mod tests {
             "the flag wins over the file"
         );
         assert_eq!(r.engine.prefill, Prefill::Off);
+        assert_eq!(r.engine.disk_clean_ratio, 0.5);
+        assert_eq!(r.engine.disk_force_clean_ratio, 0.6);
+        assert_eq!(
+            r.engine.disk_hard_limit_ratio, 0.97,
+            "the flag wins over the file"
+        );
         assert_eq!(r.broker.member_timeout, Duration::from_secs(2));
         assert!(r.broker.token.is_none());
     }
@@ -510,26 +567,14 @@ mod tests {
     #[test]
     fn non_loopback_generates_a_token_once() {
         let dir = tempfile::tempdir().unwrap();
-        let args = BrokerArgs {
-            data: Some(dir.path().to_owned()),
-            quic: Some("0.0.0.0:0".parse().unwrap()),
-            flush: None,
-            segment_size: None,
-            prefill: None,
-            config: None,
-            cert: None,
-            key: None,
-            token: None,
-            no_token: false,
-            http: None,
-            no_http: false,
-            nameserver: Vec::new(),
-            embedded_nameserver: "127.0.0.1:0".parse().unwrap(),
-            cluster: "DefaultCluster".into(),
-            broker_name: "broker-a".into(),
-            broker_id: 0,
-            register_interval_ms: 30_000,
-        };
+        let args = parse(&[
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--quic",
+            "0.0.0.0:0",
+            "--embedded-nameserver",
+            "127.0.0.1:0",
+        ]);
         let a = resolve(&args).unwrap().broker.token.unwrap();
         let b = resolve(&args).unwrap().broker.token.unwrap();
         assert_eq!(a, b);

@@ -63,6 +63,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parse a fraction of a whole: `0.9` or `90%`, between 0 and 1 inclusive.
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (number, scale) = match t.strip_suffix('%') {
+        Some(n) => (n.trim(), 100.0),
+        None => (t, 1.0),
+    };
+    let r = number
+        .parse::<f64>()
+        .map_err(|_| format!("{text:?} is not a ratio (examples: 0.9, 90%)"))?
+        / scale;
+    if !(0.0..=1.0).contains(&r) {
+        return Err(format!("{text:?} is outside 0..=1 (0%..=100%)"));
+    }
+    Ok(r)
+}
+
 /// `1536` → `1.5 KiB`.
 pub fn fmt_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -104,6 +121,18 @@ pub fn fmt_ns(ns: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_parse_as_fractions_or_percentages() {
+        assert_eq!(parse_ratio("0.9"), Ok(0.9));
+        assert_eq!(parse_ratio("95%"), Ok(0.95));
+        assert_eq!(parse_ratio(" 100 % "), Ok(1.0));
+        assert_eq!(parse_ratio("0"), Ok(0.0));
+        for bad in ["", "%", "1.5", "101%", "-0.1", "x", "NaN"] {
+            let e = parse_ratio(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn sizes_parse() {

@@ -32,6 +32,8 @@ fn spawn_broker(data: &Path) -> BrokerProcess {
         .args(["--quic", "127.0.0.1:0", "--flush", "sync"])
         // Small segments: the broker reserves (and zero-fills) two, not 2 GiB.
         .args(["--segment-size", "16MiB"])
+        // Puts must not depend on how full the machine's disk happens to be.
+        .args(["--disk-full-ratio", "99%"])
         // Every server of the child on a port the OS picks.
         .args([
             "--http",

@@ -172,6 +172,9 @@ fn start_broker(
         // Small segments: each broker reserves (and zero-fills) two, not 2 GiB.
         "--segment-size",
         "16MiB",
+        // Puts must not depend on how full the machine's disk happens to be.
+        "--disk-full-ratio",
+        "99%",
         "--no-http",
         "--cluster",
         CLUSTER,

@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo run -p tern-http --example serve -- [--port-file FILE] [--port N] [--data DIR]
-//!     [--token T] [--wait-max-ms N] [--max-seconds N] [--topic NAME]...
+//!     [--token T] [--wait-max-ms N] [--max-seconds N] [--topic NAME]... [--disk-usage RATIO]
 //! ```
+//!
+//! `--disk-usage` pins the disk use the engine sees (0.0–1.0) instead of asking the file system,
+//! so a run does not depend on how full the machine's disk happens to be: the scripts pass 0.1,
+//! and the disk-full answers are covered by the API tests, which set the ratio themselves.
 //!
 //! It writes `http://127.0.0.1:PORT` to stdout (and the port to `--port-file`), and stops on
 //! SIGINT/SIGTERM, when stdin reaches end of file with `--stdin-eof`, or after `--max-seconds`
@@ -25,6 +29,7 @@ struct Args {
     max_seconds: Option<u64>,
     topics: Vec<String>,
     stdin_eof: bool,
+    disk_usage: Option<f64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -53,6 +58,13 @@ fn parse_args() -> Result<Args, String> {
             }
             "--topic" => args.topics.push(value()?),
             "--stdin-eof" => args.stdin_eof = true,
+            "--disk-usage" => {
+                let r: f64 = value()?.parse().map_err(|e| format!("--disk-usage: {e}"))?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("--disk-usage: {r} is not a ratio in 0.0..=1.0"));
+                }
+                args.disk_usage = Some(r);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -71,9 +83,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             p
         }
     };
-    let engine = Arc::new(tern_engine::Engine::open(tern_engine::EngineConfig::new(
-        &dir,
-    ))?);
+    let mut config = tern_engine::EngineConfig::new(&dir);
+    if let Some(r) = args.disk_usage {
+        config.disk_usage = Arc::new(tern_engine::FixedUsage::new(r));
+    }
+    let engine = Arc::new(tern_engine::Engine::open(config)?);
     for t in &args.topics {
         engine.create_topic(t, 4)?;
     }

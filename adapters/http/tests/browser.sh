@@ -41,7 +41,7 @@ fi
 
 port_file="$work/port"
 rm -f "$port_file"
-"$server_bin" --port-file "$port_file" --max-seconds 300 >"$work/server.log" 2>&1 &
+"$server_bin" --port-file "$port_file" --disk-usage 0.1 --max-seconds 300 >"$work/server.log" 2>&1 &
 server_pid=$!
 cleanup() {
     if kill -0 "$server_pid" 2>/dev/null; then

@@ -39,7 +39,7 @@ fi
 port_file="$work/port"
 rm -f "$port_file"
 # The server stops by itself after --max-seconds even if this script is killed.
-"$server_bin" --port-file "$port_file" --wait-max-ms 50 --max-seconds $((max_time + 120)) \
+"$server_bin" --port-file "$port_file" --disk-usage 0.1 --wait-max-ms 50 --max-seconds $((max_time + 120)) \
     --topic demo >"$work/server.log" 2>&1 &
 server_pid=$!
 cleanup() {

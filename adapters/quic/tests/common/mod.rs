@@ -21,6 +21,9 @@ pub fn engine_config(dir: &std::path::Path, flush: FlushMode) -> EngineConfig {
     let mut c = EngineConfig::new(dir);
     c.segment_size_bytes = 16 * 1024 * 1024;
     c.flush_mode = flush;
+
+    // The machine's disk may be nearly full; these tests are not about that.
+    c.disk_usage = std::sync::Arc::new(tern_engine::FixedUsage::new(0.10));
     c
 }
 
