@@ -42,6 +42,8 @@ fn config(cq_entries_per_file: u64, mode: FlushMode) -> EngineConfig {
     c.offsets_persist_interval_ms = 3_600_000;
     c.flush_threshold_bytes = u64::MAX;
     c.write_buffer_bytes = 64 * 1024;
+    // The simulated disk is never full, whatever the machine's "/data" is.
+    c.disk_usage = std::sync::Arc::new(tern_engine::FixedUsage::new(0.0));
     c.default_queue_count = 3;
     // Sync seeds also run the zero-filler beside the writer (off by default), so crashes land
     // while it works too.

@@ -35,6 +35,9 @@ fn config(dir: &Path) -> EngineConfig {
     c.segment_size_bytes = SEGMENT_BYTES;
     c.cq_entries_per_file = CQ_ENTRIES;
     c.backend = tern_engine::WriteBackend::Pwrite;
+
+    // Puts must not depend on how full the machine's disk happens to be.
+    c.disk_usage = std::sync::Arc::new(tern_engine::FixedUsage::new(0.10));
     c
 }
 
