@@ -156,34 +156,135 @@ pub struct EngineStats {
     pub flush_latency: LatencyBuckets,
 }
 
-/// A lock-free latency histogram with power-of-two microsecond buckets: bucket `i` counts
-/// durations below `2^i` µs (and at least `2^(i-1)`); the last bucket takes everything longer.
-#[derive(Debug, Default)]
+/// Sub-buckets per power of two in [`LatencyBuckets`] (3 bits: bounds within 12.5%).
+const LATENCY_SUB_BITS: u32 = 3;
+const LATENCY_SUBS: usize = 1 << LATENCY_SUB_BITS;
+/// Values below `LATENCY_SUBS` µs have a bucket each; above, `LATENCY_SUBS` per power of two.
+const LATENCY_BUCKETS: usize = LATENCY_SUBS + (64 - LATENCY_SUB_BITS as usize) * LATENCY_SUBS;
+
+/// A lock-free latency histogram in whole microseconds, log-linear: one bucket per µs below
+/// 8 µs, then 8 buckets per power of two, so a quantile is known within 12.5%. Prometheus gets
+/// its power-of-two view ([`LatencyBuckets::cumulative`]); benchmarks take two
+/// [`LatencyBuckets::snapshot`]s and read quantiles of the difference.
+#[derive(Debug)]
 pub struct LatencyBuckets {
-    buckets: [AtomicU64; 32],
+    buckets: Box<[AtomicU64]>,
     sum_us: AtomicU64,
+}
+
+impl Default for LatencyBuckets {
+    fn default() -> Self {
+        LatencyBuckets {
+            buckets: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The bucket of `us` whole microseconds.
+fn latency_bucket(us: u64) -> usize {
+    if us < LATENCY_SUBS as u64 {
+        return us as usize;
+    }
+    let exp = 63 - us.leading_zeros(); // >= LATENCY_SUB_BITS
+    let shift = exp - LATENCY_SUB_BITS;
+    let sub = ((us >> shift) as usize) & (LATENCY_SUBS - 1);
+    LATENCY_SUBS + shift as usize * LATENCY_SUBS + sub
+}
+
+/// The smallest value (µs) that falls above bucket `i`: its exclusive upper bound.
+fn latency_bucket_end(i: usize) -> u64 {
+    if i < LATENCY_SUBS {
+        return i as u64 + 1;
+    }
+    let shift = ((i - LATENCY_SUBS) / LATENCY_SUBS) as u32;
+    let sub = ((i - LATENCY_SUBS) % LATENCY_SUBS) as u64;
+    (LATENCY_SUBS as u64 + sub + 1).saturating_mul(1u64 << shift)
 }
 
 impl LatencyBuckets {
     /// Record one duration.
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let i = (64 - us.leading_zeros() as usize).min(31);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.buckets[latency_bucket(us)].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    /// Cumulative counts as (upper bound in µs, count of durations below it); the last bound
-    /// is `u64::MAX`. Also the sum of all durations in µs.
+    /// Cumulative counts at powers of two, as (bound in µs, count of durations below it), for
+    /// bounds 1, 2, 4 … 2^30 and then `u64::MAX` for everything. Also the sum of all durations
+    /// in µs.
     pub fn cumulative(&self) -> (Vec<(u64, u64)>, u64) {
-        let mut total = 0;
+        let snap = self.snapshot();
         let mut out = Vec::with_capacity(32);
-        for (i, b) in self.buckets.iter().enumerate() {
-            total += b.load(Ordering::Relaxed);
-            let le = if i == 31 { u64::MAX } else { 1u64 << i };
-            out.push((le, total));
+        let mut total = 0;
+        let mut next = 0;
+        for i in 0..31 {
+            let bound = 1u64 << i;
+            while next < snap.counts.len() && latency_bucket_end(next) <= bound {
+                total += snap.counts[next];
+                next += 1;
+            }
+            out.push((bound, total));
         }
-        (out, self.sum_us.load(Ordering::Relaxed))
+        out.push((u64::MAX, snap.count()));
+        (out, snap.sum_us)
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            counts: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The counts of a [`LatencyBuckets`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    counts: Vec<u64>,
+    sum_us: u64,
+}
+
+impl LatencySnapshot {
+    /// What was recorded between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &LatencySnapshot) -> LatencySnapshot {
+        LatencySnapshot {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
+        }
+    }
+
+    /// Durations recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The quantile `q` (0..=1) in µs, as the upper bound of its bucket (at most 12.5% above
+    /// the true value); `None` when nothing was recorded.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(latency_bucket_end(i) - 1);
+            }
+        }
+        None
     }
 }
 
@@ -2021,5 +2122,84 @@ impl Shared {
             GetStatus::Found
         };
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+
+    #[test]
+    fn every_value_falls_in_its_bucket_and_buckets_tile_the_line() {
+        let mut start = 0u64;
+        for i in 0..LATENCY_BUCKETS {
+            let end = latency_bucket_end(i);
+            assert!(end > start, "bucket {i} is empty: {start}..{end}");
+            assert_eq!(latency_bucket(start), i, "{start}");
+            assert_eq!(latency_bucket(end - 1), i, "{}", end - 1);
+            if i >= LATENCY_SUBS && end < u64::MAX {
+                // Log-linear: a bucket spans at most 1/8 of its start.
+                assert!((end - start) * 8 <= start, "bucket {i}: {start}..{end}");
+            }
+            start = end;
+        }
+        assert_eq!(start, u64::MAX, "the last bucket reaches the end of u64");
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    }
+
+    #[test]
+    fn prometheus_view_counts_durations_below_each_power_of_two() {
+        let h = LatencyBuckets::default();
+        let values = [
+            0u64,
+            1,
+            2,
+            3,
+            7,
+            8,
+            100,
+            127,
+            128,
+            129,
+            250,
+            1 << 20,
+            1 << 31,
+        ];
+        for us in values {
+            h.record(Duration::from_micros(us));
+        }
+        let (cum, sum) = h.cumulative();
+        assert_eq!(cum.len(), 32);
+        assert_eq!(sum, values.iter().sum::<u64>());
+        for (i, &(bound, count)) in cum.iter().enumerate() {
+            let expect = if i == 31 {
+                assert_eq!(bound, u64::MAX);
+                values.len() as u64
+            } else {
+                assert_eq!(bound, 1 << i);
+                values.iter().filter(|&&v| v < bound).count() as u64
+            };
+            assert_eq!(count, expect, "below {bound}");
+        }
+    }
+
+    #[test]
+    fn quantiles_of_a_window_are_within_an_eighth_above_the_truth() {
+        let h = LatencyBuckets::default();
+        h.record(Duration::from_secs(1)); // before the window
+        let before = h.snapshot();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let w = h.snapshot().since(&before);
+        assert_eq!(w.count(), 1000);
+        for (q, truth) in [(0.5, 500u64), (0.99, 990), (1.0, 1000), (0.0, 1)] {
+            let got = w.quantile_us(q).unwrap();
+            assert!(
+                got >= truth && got * 8 <= truth * 9,
+                "q{q}: {got} for {truth}"
+            );
+        }
+        assert_eq!(before.since(&before).quantile_us(0.5), None);
     }
 }

@@ -50,7 +50,10 @@ pub mod tag;
 pub use cleaner::{CleanReport, DiskUsage, FixedUsage, StatvfsUsage};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineConfig, FlushMode, Prefill};
-pub use engine::{ArrivalListener, Engine, EngineStats, GetRequest, StatsSnapshot};
+pub use engine::{
+    ArrivalListener, Engine, EngineStats, GetRequest, LatencyBuckets, LatencySnapshot,
+    StatsSnapshot,
+};
 pub use error::{Error, Result};
 pub use message::{GetResult, GetStatus, Message, PutResult, StoredMessage};
 pub use recovery::RecoveryReport;

@@ -273,6 +273,19 @@ fn bench_engine_sync_without_raw_reports_puts_per_fdatasync() {
     assert_eq!(v["engine"]["messages"], 200);
     assert_eq!(v["engine"]["backend_used"], "pwrite");
     assert!(number(&v, "engine.puts_per_fdatasync") >= 1.0);
+    // The engine's own write + fdatasync latencies over the same puts: one per group commit.
+    let syncs = number(&v, "engine.stats.commitlog_syncs");
+    let flushes = number(&v, "engine.engine_flush.count");
+    assert!(1.0 <= flushes && flushes <= syncs, "{flushes} of {syncs}");
+    let (p50, p99, p999) = (
+        number(&v, "engine.engine_flush.p50_us"),
+        number(&v, "engine.engine_flush.p99_us"),
+        number(&v, "engine.engine_flush.p999_us"),
+    );
+    assert!(
+        0.0 <= p50 && p50 <= p99 && p99 <= p999,
+        "{p50} {p99} {p999}"
+    );
     assert!(v["raw"].is_null());
     assert!(v["engine"]["e2e"].is_null());
 }
