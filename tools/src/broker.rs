@@ -250,17 +250,11 @@ fn resolve(args: &BrokerArgs) -> anyhow::Result<Resolved> {
     if let Some(r) = args.disk_full_ratio.or(file.disk_full_ratio) {
         engine.disk_hard_limit_ratio = r;
     }
-    if !(engine.disk_clean_ratio <= engine.disk_force_clean_ratio
-        && engine.disk_force_clean_ratio <= engine.disk_hard_limit_ratio)
-    {
-        bail!(
-            "disk limits out of order: clean {} <= force clean {} <= full {} must hold \
-             (--disk-full-ratio; disk_clean_ratio, disk_force_clean_ratio in --config)",
-            engine.disk_clean_ratio,
-            engine.disk_force_clean_ratio,
-            engine.disk_hard_limit_ratio
-        );
-    }
+    // Refuse a bad setting before anything is created, in the flags' terms.
+    engine.validate().context(
+        "check --segment-size, --disk-full-ratio and the keys of --config \
+         (disk_full_ratio is the engine's disk_hard_limit_ratio)",
+    )?;
     let cert = match (
         args.cert.clone().or(file.cert),
         args.key.clone().or(file.key),
@@ -505,13 +499,13 @@ mod tests {
     }
 
     #[test]
-    fn disk_limits_out_of_order_are_refused_in_the_flags_terms() {
+    fn disk_limits_out_of_order_are_refused_before_anything_is_created() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("d");
         let args = parse(&["--data", d.to_str().unwrap(), "--disk-full-ratio", "0.5"]);
         let e = format!("{:#}", resolve(&args).err().unwrap());
         assert!(
-            e.contains("out of order") && e.contains("--disk-full-ratio"),
+            e.contains("disk_hard_limit_ratio") && e.contains("--disk-full-ratio"),
             "{e}"
         );
         assert!(!d.exists(), "nothing is created before the check");
