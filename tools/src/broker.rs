@@ -361,15 +361,16 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         writeln!(out, "token: {}", r.token_source)?;
         writeln!(
             out,
-            "data: {} (flush {}, backend {}, segments {} B, prefill {})",
+            "data: {} (flush {}, backend {}, segments {}, prefill {}, puts refused from {:.0}% disk use)",
             r.data.display(),
             match flush {
                 FlushMode::Sync => "sync",
                 FlushMode::Async => "async",
             },
             engine.backend_name(),
-            engine.config().segment_size_bytes,
-            engine.config().prefill.describe(flush)
+            crate::units::fmt_bytes(engine.config().segment_size_bytes),
+            engine.config().prefill.describe(flush),
+            engine.config().disk_hard_limit_ratio * 100.0
         )?;
         writeln!(
             out,
