@@ -346,6 +346,7 @@ fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
         &json_path,
     );
     assert!(stdout.contains("median ratio"), "{stdout}");
+    assert!(stdout.contains("engine write+fdatasync p99"), "{stdout}");
     let rounds = v["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 3);
     let mut ratios = Vec::new();
@@ -362,6 +363,8 @@ fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
         assert!(raw > 0.0 && engine > 0.0, "{r}");
         assert!((ratio - engine / raw).abs() < 1e-9, "{r}");
         assert_eq!(engine, r["put_p99_us"].as_f64().unwrap());
+        // And each round carries the engine's own write + fdatasync p99 of that run.
+        assert!(r["engine_flush_p99_us"].as_u64().is_some(), "{r}");
         ratios.push(ratio);
     }
     assert_eq!(

@@ -603,6 +603,9 @@ struct Round {
     ratio: f64,
     put_p99_us: f64,
     put_p999_us: f64,
+    /// The engine's own flush p99 in µs during the engine run (sync: write + fdatasync), the
+    /// device's share of its acknowledgements as the engine saw it.
+    engine_flush_p99_us: Option<u64>,
 }
 
 impl Round {
@@ -625,6 +628,7 @@ impl Round {
             ratio: if raw > 0.0 { engine / raw } else { f64::NAN },
             put_p99_us: puts.put.p99_us,
             put_p999_us: puts.put.p999_us,
+            engine_flush_p99_us: puts.engine_flush.map(|f| f.p99_us),
         }
     }
 }
@@ -1444,7 +1448,7 @@ fn print_rounds(
     for r in rounds {
         writeln!(
             out,
-            "    round {:>2} ({} first): {raw_name} {:>10}  {engine_name} {:>10}  ratio {:.2}  put p99 {}  p99.9 {}",
+            "    round {:>2} ({} first): {raw_name} {:>10}  {engine_name} {:>10}  ratio {:.2}  put p99 {}  p99.9 {}{}",
             r.round,
             if r.engine_first { "engine" } else { "raw" },
             show(r.raw),
@@ -1452,6 +1456,10 @@ fn print_rounds(
             r.ratio,
             fmt_ns(r.put_p99_us * 1e3),
             fmt_ns(r.put_p999_us * 1e3),
+            match (args.flush, r.engine_flush_p99_us) {
+                (FlushArg::Sync, Some(f)) => format!("  engine write+fdatasync p99 {}", fmt_ns(f as f64 * 1e3)),
+                _ => String::new(),
+            },
         )?;
     }
     let ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
