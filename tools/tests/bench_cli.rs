@@ -145,6 +145,7 @@ fn bench_engine_with_a_small_count_writes_every_figure() {
             tmp.path().to_str().unwrap(),
             "--count",
             "3000",
+            "--e2e",
             "--threads",
             "2",
             "--batch",
@@ -254,7 +255,6 @@ fn bench_engine_sync_without_raw_reports_puts_per_fdatasync() {
             "--no-raw",
             "--no-reads",
             "--no-recovery",
-            "--no-e2e",
             "--flush",
             "sync",
             "--backend",
@@ -311,6 +311,16 @@ fn bench_engine_refuses_a_write_buffer_below_the_limit() {
 }
 
 #[test]
+fn bench_engine_refuses_e2e_on_bodies_too_small_for_a_send_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    bench_engine_refuses(
+        tmp.path(),
+        &["--no-raw", "--e2e", "--message-size", "4"],
+        "--message-size 8",
+    );
+}
+
+#[test]
 fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
     let tmp = tempfile::tempdir().unwrap();
     let json_path = tmp.path().join("rounds.json");
@@ -321,7 +331,6 @@ fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
             tmp.path().to_str().unwrap(),
             "--no-reads",
             "--no-recovery",
-            "--no-e2e",
             "--flush",
             "sync",
             "--threads",
