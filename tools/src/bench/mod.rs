@@ -25,9 +25,9 @@ pub enum BenchCommand {
     /// io_uring at several write sizes, short and sustained), fdatasync latency after 4 KiB
     /// writes, memcpy bandwidth.
     Raw(RawArgs),
-    /// Puts and gets through the engine (throughput, per-put, per-batch and end-to-end latency,
-    /// pulls, filtered scans, recovery speed), after a `raw` run whose figures it reports ratios
-    /// to.
+    /// Puts and gets through the engine (throughput, per-put and per-batch latency, with `--e2e`
+    /// end-to-end latency, pulls, filtered scans, recovery speed), after a `raw` run whose
+    /// figures it reports ratios to.
     Engine(engine::EngineArgs),
     /// The QUIC broker over loopback: paced send→ack and send→consume latency, batch
     /// throughput, kernel UDP drops (`/proc/net/snmp` RcvbufErrors).
