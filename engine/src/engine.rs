@@ -692,7 +692,7 @@ impl Engine {
         if shared.preparer.get().is_some() {
             threads.push(spawn("prefill", |s: Arc<Shared>| {
                 if let Some(p) = s.preparer.get() {
-                    p.run(&*s.storage);
+                    p.run(&*s.storage, &|| s.written_pos.load(Ordering::Acquire));
                 }
             })?);
         }

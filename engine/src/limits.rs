@@ -66,6 +66,15 @@ pub const PREFILL_PIECE_BYTES: u64 = 128 * 1024;
 /// ...and rests this many times as long as each piece took (so it keeps the disk busy at most a
 /// quarter of the time; a 1 GiB segment takes about 5 s at 0.9 GB/s of O_DIRECT writes).
 pub const PREFILL_REST_FACTOR: u32 = 3;
+/// While the log grows, the preparing thread keeps the zeroed share of the next segment this
+/// many quarters of the active segment's filled share (5: the file is ready when the active
+/// segment is four-fifths full), plus two pieces; it rests otherwise, so its writes spread over
+/// the filling of a segment instead of queueing ahead of group commits all at once.
+pub const PREFILL_PACE_QUARTERS: u64 = 5;
+/// ...and once the log has not moved for this long it zeroes at its own pace again.
+pub const PREFILL_IDLE_MS: u64 = 100;
+/// How often a pacing thread looks at the log again.
+pub const PREFILL_PACE_POLL_MS: u64 = 5;
 /// How often consume queues are synced and the checkpoint advanced.
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// How often consumer offsets are persisted (and always on close).
