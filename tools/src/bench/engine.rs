@@ -11,9 +11,8 @@
 //!    so with `--e2e` a **reader thread** that follows every queue with `get` (woken by the
 //!    engine's arrival listener) measures end-to-end latency: put called → message visible to a
 //!    reader. It is off by default because it is a second workload: a consumer that keeps up
-//!    costs about as much CPU per message as the writer (741 ns/msg against the putting
-//!    thread's 368 in one async run on 2 cores), so on a small machine it takes CPU from the puts
-//!    being measured. Kafka's and RocketMQ's producer benchmarks likewise run no consumer.
+//!    costs more CPU per message than the putting thread (741 ns/msg against 368 in one async
+//!    run on 2 cores), so on a small machine it takes CPU from the puts being measured. Kafka's and RocketMQ's producer benchmarks likewise run no consumer.
 //!    While they run, the CPU time of every thread is recorded (see [`super::cpu`]) and printed
 //!    as ns per message by stage: the putting threads, the engine's writer, the kernel's
 //!    io_uring workers (the copy into the page cache), the flusher. On 2 cores the stages share
