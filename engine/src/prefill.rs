@@ -181,8 +181,8 @@ impl Preparer {
     /// `prepared.tmp`. With `log_end` (the background thread), pause between pieces and keep
     /// pace with the log; a stop request leaves the file unfinished (the next open removes it).
     fn prepare(&self, storage: &dyn Storage, log_end: Option<&dyn Fn() -> u64>) -> io::Result<()> {
-        let rest = log_end.is_some();
         let mut pace = log_end.map(Pace::new);
+        let rest = pace.is_some();
         let path = self.dir.join(PREPARING);
         remove_if_present(storage, &path)?;
         let file = storage.open(&path, true)?;
@@ -223,9 +223,7 @@ impl Preparer {
         self.cv.notify_all();
         Ok(())
     }
-}
 
-impl Preparer {
     /// Rest while the file is zeroed far enough ahead of the growing log. False when asked to
     /// stop meanwhile.
     fn wait_for_demand(&self, pace: &mut Pace<'_>, zeroed: u64) -> bool {

@@ -12,7 +12,8 @@
 //!    engine's arrival listener) measures end-to-end latency: put called → message visible to a
 //!    reader. It is off by default because it is a second workload: a consumer that keeps up
 //!    costs more CPU per message than the putting thread (741 ns/msg against 368 in one async
-//!    run on 2 cores), so on a small machine it takes CPU from the puts being measured. Kafka's and RocketMQ's producer benchmarks likewise run no consumer.
+//!    run on 2 cores), so on a small machine it takes CPU from the puts being measured. Kafka's
+//!    and RocketMQ's producer benchmarks likewise run no consumer.
 //!    While they run, the CPU time of every thread is recorded (see [`super::cpu`]) and printed
 //!    as ns per message by stage: the putting threads, the engine's writer, the kernel's
 //!    io_uring workers (the copy into the page cache), the flusher. On 2 cores the stages share
@@ -889,7 +890,6 @@ fn put_phase(
     let before = engine.stats();
     let flushes_before = engine.stats_ref().flush_latency.snapshot();
     let cpu_before = CpuSnapshot::take();
-    let e2e_on = args.e2e;
     match (duration, args.count) {
         (Some(d), _) => progress.phase("engine puts (ms)", d.as_millis() as u64),
         (None, Some(c)) => progress.phase("engine puts (messages)", c),
@@ -898,7 +898,7 @@ fn put_phase(
 
     let mut timeline = Vec::new();
     let (results, put_end, reader) = std::thread::scope(|s| -> anyhow::Result<_> {
-        let reader = if e2e_on {
+        let reader = if args.e2e {
             let handle =
                 s.spawn(|| reader_thread(engine, args.queues, start, &readers_done, &expected));
             let waker = handle.thread().clone();

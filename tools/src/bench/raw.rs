@@ -156,7 +156,7 @@ const MAX_PAGE_ORDER: u32 = 10;
 /// run's writes fault it in again on the host: on a 2-core VM touching 21 GiB took 60 s the
 /// first time and 17 s the second. Write bandwidth then swings with what earlier runs freed.
 /// Returns the reporting order when it is on.
-pub fn free_page_reporting() -> Option<u32> {
+fn free_page_reporting() -> Option<u32> {
     let order = std::fs::read_to_string(PAGE_REPORTING_ORDER).ok()?;
     let features: Vec<String> = std::fs::read_dir(BALLOON_DEVICES)
         .ok()?
