@@ -405,6 +405,93 @@ fn bench_engine_rounds_pair_each_engine_run_with_a_raw_run() {
     );
 }
 
+/// `--compare-backends N` in `flush` mode with `threads` writers: the pairs and their median
+/// as the JSON holds them, checked against each other; the data directories are gone.
+fn compare_backends(flush: &str, threads: &str, pairs: usize) -> Vec<serde_json::Value> {
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("pairs.json");
+    let n = pairs.to_string();
+    let (stdout, v) = tern_ok(
+        &[
+            "bench",
+            "engine",
+            tmp.path().to_str().unwrap(),
+            "--no-raw",
+            "--no-reads",
+            "--no-recovery",
+            "--flush",
+            flush,
+            "--threads",
+            threads,
+            "--count",
+            "400",
+            "--segment-size",
+            "1MiB",
+            "--compare-backends",
+            &n,
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+        &json_path,
+    );
+    assert!(stdout.contains("backends side by side"), "{stdout}");
+    let got = v["backend_pairs"].as_array().unwrap().clone();
+    assert_eq!(got.len(), pairs);
+    let mut ratios = Vec::new();
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p["pair"], i as u64 + 1);
+        // io_uring goes first in odd pairs, pwrite in even ones.
+        assert_eq!(p["io_uring_first"], i % 2 == 0);
+        assert!(
+            number(p, "io_uring") > 0.0 && number(p, "pwrite") > 0.0,
+            "{p}"
+        );
+        ratios.push(number(p, "ratio"));
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = if pairs % 2 == 1 {
+        ratios[pairs / 2]
+    } else {
+        (ratios[pairs / 2 - 1] + ratios[pairs / 2]) / 2.0
+    };
+    assert_eq!(number(&v, "backend_ratio_median"), median);
+    let target = v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().contains("(median, "))
+        .unwrap_or_else(|| panic!("no backend target: {}", v["targets"]));
+    assert_eq!(number(target, "value"), median);
+    assert_eq!(target["met"], median >= 1.0);
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    got
+}
+
+#[test]
+fn bench_engine_compares_the_backends_side_by_side() {
+    // Async: io_uring's commitlog throughput over pwrite's.
+    for p in compare_backends("async", "1", 2) {
+        let want = number(&p, "io_uring") / number(&p, "pwrite");
+        assert!((number(&p, "ratio") - want).abs() < 1e-9, "{p}");
+    }
+    // Sync: pwrite's acknowledgement p99 over io_uring's, so above 1 still means io_uring did
+    // better.
+    for p in compare_backends("sync", "2", 1) {
+        let want = number(&p, "pwrite") / number(&p, "io_uring");
+        assert!((number(&p, "ratio") - want).abs() < 1e-9, "{p}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    bench_engine_refuses(
+        tmp.path(),
+        &["--no-raw", "--compare-backends", "51"],
+        "--compare-backends",
+    );
+}
+
 #[test]
 fn bench_raw_mapped_adds_the_mapped_copy_next_to_pwrite() {
     let tmp = tempfile::tempdir().unwrap();

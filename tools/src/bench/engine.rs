@@ -170,6 +170,15 @@ pub struct EngineArgs {
     /// second to the next (a VM sharing its host) needs this for a verdict.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub rounds: u32,
+    /// Also put with each write backend, io_uring and pwrite, side by side: N pairs of runs
+    /// on fresh engines, io_uring first in odd pairs and pwrite first in even ones. Reports
+    /// the median of how io_uring did against pwrite in each pair: its commitlog throughput
+    /// over pwrite's in async mode, pwrite's acknowledgement p99 over its own in sync mode
+    /// (above 1, io_uring did better). In sync mode both backends write a group commit the
+    /// same way (pwrite + fdatasync on the writer thread), so there the pairs show the spread
+    /// between runs of one path. Needs no raw run; 0 = off.
+    #[arg(long, value_name = "PAIRS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=50))]
+    pub compare_backends: u32,
     /// Keep the benchmark's data directory instead of removing it.
     #[arg(long)]
     pub keep: bool,
@@ -348,8 +357,12 @@ pub fn run(args: &EngineArgs) -> anyhow::Result<Outcome> {
             rounds.push(extra_round(args, &tags, round, &progress)?);
         }
     }
+    let pairs = (1..=args.compare_backends)
+        .map(|pair| backend_pair(args, &tags, pair, &progress))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     progress.finish();
     let paired = (rounds.len() > 1).then(|| median(rounds.iter().map(|r| r.ratio).collect()));
+    let backends = (!pairs.is_empty()).then(|| median(pairs.iter().map(|p| p.ratio).collect()));
 
     let ratios = ratios(args, raw_report.as_ref(), &puts, recovery.as_ref());
     let targets = targets(
@@ -359,6 +372,7 @@ pub fn run(args: &EngineArgs) -> anyhow::Result<Outcome> {
         reads.as_ref(),
         recovery.as_ref(),
         paired,
+        backends,
     );
 
     let stdout = std::io::stdout();
@@ -375,6 +389,7 @@ pub fn run(args: &EngineArgs) -> anyhow::Result<Outcome> {
         recovery.as_ref(),
         &ratios,
         (rounds.len() > 1).then_some(rounds.as_slice()),
+        &pairs,
         &targets,
     )?;
     out.flush()?;
@@ -396,6 +411,8 @@ pub fn run(args: &EngineArgs) -> anyhow::Result<Outcome> {
             "ratios": ratios,
             "rounds": rounds,
             "paired_ratio_median": paired,
+            "backend_pairs": pairs,
+            "backend_ratio_median": backends,
             "targets": targets,
             "timeline": timeline,
         });
@@ -670,7 +687,23 @@ fn extra_round(
     let engine_first = round.is_multiple_of(2);
     let probe = || raw::probe(&args.dir, &args.raw, round_probe(args), progress);
     let raw_before = if engine_first { None } else { Some(probe()?) };
-    let dir = fresh_data_dir(args, &format!("-round{round}"))?;
+    let puts = put_on_fresh_engine(args, tags, &format!("round {round}"), progress)?;
+    let raw = match raw_before {
+        Some(v) => v,
+        None => probe()?,
+    };
+    Ok(Round::pair(args, round, engine_first, raw, &puts))
+}
+
+/// The put phase alone on a fresh engine in its own data directory (`what` names the run in
+/// its directory's name and in errors).
+fn put_on_fresh_engine(
+    args: &EngineArgs,
+    tags: &[(String, u32)],
+    what: &str,
+    progress: &Progress,
+) -> anyhow::Result<PutReport> {
+    let dir = fresh_data_dir(args, &format!("-{}", what.replace(' ', "")))?;
     let puts = open_bench_engine(args, &engine_config(args, &dir)).and_then(|engine| {
         let (puts, _timeline, _curves) = put_phase(args, tags, &engine, progress)?;
         close_bench_engine(engine)?;
@@ -679,13 +712,80 @@ fn extra_round(
     remove_data_dir(args, &dir);
     let puts = puts?;
     if let Some(e) = puts.errors.first() {
-        anyhow::bail!("round {round}: {e}");
+        anyhow::bail!("{what}: {e}");
     }
-    let raw = match raw_before {
-        Some(v) => v,
-        None => probe()?,
+    Ok(puts)
+}
+
+/// One pair of `--compare-backends`: the put phase with each write backend, one after the
+/// other.
+#[derive(Debug, Clone, Serialize)]
+struct BackendPair {
+    pair: u32,
+    io_uring_first: bool,
+    /// Commitlog bytes/s (async) or put p99 in µs (sync) with the io_uring backend...
+    io_uring: f64,
+    /// ...and with the pwrite backend.
+    pwrite: f64,
+    /// How io_uring did against pwrite (above 1: better): `io_uring / pwrite` throughput in
+    /// async mode, `pwrite / io_uring` acknowledgement p99 in sync mode.
+    ratio: f64,
+}
+
+fn backend_pair(
+    args: &EngineArgs,
+    tags: &[(String, u32)],
+    pair: u32,
+    progress: &Progress,
+) -> anyhow::Result<BackendPair> {
+    let io_uring_first = !pair.is_multiple_of(2);
+    let order = if io_uring_first {
+        [BackendArg::IoUring, BackendArg::Pwrite]
+    } else {
+        [BackendArg::Pwrite, BackendArg::IoUring]
     };
-    Ok(Round::pair(args, round, engine_first, raw, &puts))
+    let (mut io_uring, mut pwrite) = (0.0, 0.0);
+    for backend in order {
+        let args = EngineArgs {
+            backend,
+            ..args.clone()
+        };
+        let name = match backend {
+            BackendArg::IoUring => "io_uring",
+            BackendArg::Pwrite => "pwrite",
+        };
+        let puts = put_on_fresh_engine(&args, tags, &format!("pair {pair} {name}"), progress)?;
+        if puts.backend_used != name {
+            anyhow::bail!(
+                "--compare-backends: the engine asked for {name} wrote with {} (io_uring is \
+                 unavailable here; the log says why)",
+                puts.backend_used
+            );
+        }
+        let figure = match args.flush {
+            FlushArg::Async => puts.commitlog_bytes_per_s,
+            FlushArg::Sync => puts.put.p99_us,
+        };
+        match backend {
+            BackendArg::IoUring => io_uring = figure,
+            BackendArg::Pwrite => pwrite = figure,
+        }
+    }
+    let (better, worse) = match args.flush {
+        FlushArg::Async => (io_uring, pwrite),
+        FlushArg::Sync => (pwrite, io_uring),
+    };
+    Ok(BackendPair {
+        pair,
+        io_uring_first,
+        io_uring,
+        pwrite,
+        ratio: if worse > 0.0 {
+            better / worse
+        } else {
+            f64::NAN
+        },
+    })
 }
 
 /// Median (mean of the middle two for an even count); NaN for none.
@@ -1209,6 +1309,7 @@ fn targets(
     reads: Option<&ReadReport>,
     recovery: Option<&RecoveryBench>,
     paired: Option<f64>,
+    backends: Option<f64>,
 ) -> Vec<Target> {
     let mut t = Vec::new();
     let kib = args.message_size == 1024;
@@ -1260,6 +1361,18 @@ fn targets(
             });
         }
     }
+    if let Some(ratio) = backends {
+        let what = match args.flush {
+            FlushArg::Async => "io_uring / pwrite throughput",
+            FlushArg::Sync => "pwrite / io_uring ack p99",
+        };
+        t.push(Target {
+            name: format!("{what} (median, {} pairs)", args.compare_backends),
+            value: ratio,
+            target: ">= 1.0".into(),
+            met: ratio >= 1.0,
+        });
+    }
     if let Some(r) = reads {
         if kib {
             t.push(Target {
@@ -1308,6 +1421,7 @@ fn print_engine(
     recovery: Option<&RecoveryBench>,
     ratios: &Value,
     rounds: Option<&[Round]>,
+    pairs: &[BackendPair],
     targets: &[Target],
 ) -> std::io::Result<()> {
     writeln!(
@@ -1423,6 +1537,9 @@ fn print_engine(
     if let Some(rounds) = rounds {
         print_rounds(out, args, rounds)?;
     }
+    if !pairs.is_empty() {
+        print_backend_pairs(out, args, pairs)?;
+    }
     for t in targets {
         writeln!(
             out,
@@ -1474,15 +1591,53 @@ fn print_rounds(
             },
         )?;
     }
-    let ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
+    print_median(out, rounds.iter().map(|r| r.ratio).collect())
+}
+
+/// The backend pairs, one line each, and the median of their ratios.
+fn print_backend_pairs(
+    out: &mut impl std::io::Write,
+    args: &EngineArgs,
+    pairs: &[BackendPair],
+) -> std::io::Result<()> {
+    let (what, ratio_name) = match args.flush {
+        FlushArg::Async => ("commitlog throughput", "io_uring / pwrite"),
+        FlushArg::Sync => ("ack p99", "pwrite / io_uring"),
+    };
+    let show = |v: f64| match args.flush {
+        FlushArg::Async => fmt_rate(v),
+        FlushArg::Sync => fmt_ns(v * 1e3),
+    };
+    writeln!(
+        out,
+        "  backends side by side ({what}; each pair puts on a fresh engine with each backend):"
+    )?;
+    for p in pairs {
+        writeln!(
+            out,
+            "    pair {:>2} ({} first): io_uring {:>10}  pwrite {:>10}  {ratio_name} {:.2}",
+            p.pair,
+            if p.io_uring_first {
+                "io_uring"
+            } else {
+                "pwrite"
+            },
+            show(p.io_uring),
+            show(p.pwrite),
+            p.ratio,
+        )?;
+    }
+    print_median(out, pairs.iter().map(|p| p.ratio).collect())
+}
+
+fn print_median(out: &mut impl std::io::Write, ratios: Vec<f64>) -> std::io::Result<()> {
     let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     writeln!(
         out,
         "    median ratio {:.2} (min {lo:.2}, max {hi:.2})",
-        median(ratios.clone())
-    )?;
-    Ok(())
+        median(ratios)
+    )
 }
 
 #[cfg(test)]
