@@ -38,13 +38,14 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tern_engine::{Engine, EngineConfig, FlushMode, GetRequest, Message, Prefill, WriteBackend};
+use tern_engine::{Engine, EngineConfig, FlushMode, GetRequest, Message, Prefill};
 
 use super::cpu::{split as cpu_split, thread_cpu_time, CpuSnapshot, CpuSplit};
 use super::hist::{new_histogram, percentile_curve, record, LatencySummary};
 use super::plot::{self, Curve};
 use super::raw::{self, RawOptions, RawReport};
 use super::{write_json, Progress};
+use crate::broker::BackendFlag;
 use crate::units::{fmt_bytes, fmt_ns, fmt_rate, parse_bytes, parse_duration};
 use crate::Outcome;
 
@@ -66,15 +67,6 @@ pub enum FlushArg {
     Sync,
     /// A put returns once sequenced; flushed on an interval.
     Async,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendArg {
-    /// io_uring (falls back to pwrite by itself when unavailable).
-    IoUring,
-    /// pwrite + fdatasync.
-    Pwrite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -102,8 +94,8 @@ pub struct EngineArgs {
     #[arg(long, value_enum, default_value_t = FlushArg::Async)]
     pub flush: FlushArg,
     /// Write backend of the engine.
-    #[arg(long, value_enum, default_value_t = BackendArg::IoUring)]
-    pub backend: BackendArg,
+    #[arg(long, value_enum, default_value_t = BackendFlag::IoUring)]
+    pub backend: BackendFlag,
     /// Zero-fill new segments ahead of the writer (auto = in sync mode only, the engine's
     /// default).
     #[arg(long, value_enum, default_value_t = PrefillArg::Auto)]
@@ -500,10 +492,7 @@ fn engine_config(args: &EngineArgs, dir: &Path) -> EngineConfig {
         FlushArg::Sync => FlushMode::Sync,
         FlushArg::Async => FlushMode::Async,
     };
-    config.backend = match args.backend {
-        BackendArg::IoUring => WriteBackend::IoUring,
-        BackendArg::Pwrite => WriteBackend::Pwrite,
-    };
+    config.backend = args.backend.into();
     config.prefill = match args.prefill {
         PrefillArg::Auto => Prefill::Auto,
         PrefillArg::On => Prefill::On,
@@ -740,9 +729,9 @@ fn backend_pair(
 ) -> anyhow::Result<BackendPair> {
     let io_uring_first = !pair.is_multiple_of(2);
     let order = if io_uring_first {
-        [BackendArg::IoUring, BackendArg::Pwrite]
+        [BackendFlag::IoUring, BackendFlag::Pwrite]
     } else {
-        [BackendArg::Pwrite, BackendArg::IoUring]
+        [BackendFlag::Pwrite, BackendFlag::IoUring]
     };
     let (mut io_uring, mut pwrite) = (0.0, 0.0);
     for backend in order {
@@ -751,8 +740,8 @@ fn backend_pair(
             ..args.clone()
         };
         let name = match backend {
-            BackendArg::IoUring => "io_uring",
-            BackendArg::Pwrite => "pwrite",
+            BackendFlag::IoUring => "io_uring",
+            BackendFlag::Pwrite => "pwrite",
         };
         let puts = put_on_fresh_engine(&args, tags, &format!("pair {pair} {name}"), progress)?;
         if puts.backend_used != name {
@@ -767,8 +756,8 @@ fn backend_pair(
             FlushArg::Sync => puts.put.p99_us,
         };
         match backend {
-            BackendArg::IoUring => io_uring = figure,
-            BackendArg::Pwrite => pwrite = figure,
+            BackendFlag::IoUring => io_uring = figure,
+            BackendFlag::Pwrite => pwrite = figure,
         }
     }
     let (better, worse) = match args.flush {
