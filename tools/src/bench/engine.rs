@@ -632,10 +632,7 @@ impl Round {
         raw: f64,
         puts: &PutReport,
     ) -> Round {
-        let engine = match args.flush {
-            FlushArg::Async => puts.commitlog_bytes_per_s,
-            FlushArg::Sync => puts.put.p99_us,
-        };
+        let engine = headline_figure(args, puts);
         Round {
             round,
             engine_first,
@@ -646,6 +643,15 @@ impl Round {
             put_p999_us: puts.put.p999_us,
             engine_flush_p99_us: puts.engine_flush.map(|f| f.p99_us),
         }
+    }
+}
+
+/// What a paired round or a backend pair compares of a put run: commitlog bytes/s (async) or
+/// the put p99 in µs (sync).
+fn headline_figure(args: &EngineArgs, puts: &PutReport) -> f64 {
+    match args.flush {
+        FlushArg::Async => puts.commitlog_bytes_per_s,
+        FlushArg::Sync => puts.put.p99_us,
     }
 }
 
@@ -751,13 +757,9 @@ fn backend_pair(
                 puts.backend_used
             );
         }
-        let figure = match args.flush {
-            FlushArg::Async => puts.commitlog_bytes_per_s,
-            FlushArg::Sync => puts.put.p99_us,
-        };
         match backend {
-            BackendFlag::IoUring => io_uring = figure,
-            BackendFlag::Pwrite => pwrite = figure,
+            BackendFlag::IoUring => io_uring = headline_figure(&args, &puts),
+            BackendFlag::Pwrite => pwrite = headline_figure(&args, &puts),
         }
     }
     let (better, worse) = match args.flush {
@@ -1555,10 +1557,7 @@ fn print_rounds(
         FlushArg::Async => ("raw 32 KiB pwrite", "engine"),
         FlushArg::Sync => ("raw fdatasync p99", "engine ack p99"),
     };
-    let show = |v: f64| match args.flush {
-        FlushArg::Async => fmt_rate(v),
-        FlushArg::Sync => fmt_ns(v * 1e3),
-    };
+    let show = |v: f64| show_figure(args.flush, v);
     writeln!(
         out,
         "  paired rounds (each engine run next to a fresh raw run; round 1 is the run above):"
@@ -1583,6 +1582,14 @@ fn print_rounds(
     print_median(out, rounds.iter().map(|r| r.ratio).collect())
 }
 
+/// A run's headline figure ([`headline_figure`]) as text.
+fn show_figure(flush: FlushArg, v: f64) -> String {
+    match flush {
+        FlushArg::Async => fmt_rate(v),
+        FlushArg::Sync => fmt_ns(v * 1e3),
+    }
+}
+
 /// The backend pairs, one line each, and the median of their ratios.
 fn print_backend_pairs(
     out: &mut impl std::io::Write,
@@ -1593,10 +1600,7 @@ fn print_backend_pairs(
         FlushArg::Async => ("commitlog throughput", "io_uring / pwrite"),
         FlushArg::Sync => ("ack p99", "pwrite / io_uring"),
     };
-    let show = |v: f64| match args.flush {
-        FlushArg::Async => fmt_rate(v),
-        FlushArg::Sync => fmt_ns(v * 1e3),
-    };
+    let show = |v: f64| show_figure(args.flush, v);
     writeln!(
         out,
         "  backends side by side ({what}; each pair puts on a fresh engine with each backend):"
