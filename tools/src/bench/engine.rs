@@ -23,6 +23,10 @@
 //! 4. **recovery** (unless `--no-recovery`): the engine is closed, its checkpoint deleted, and
 //!    the time of `Engine::open` measured: with no checkpoint, recovery walks the whole log and
 //!    rebuilds every consume-queue entry, so log bytes / open time is the tail-scan speed.
+//! 5. **paired rounds** (`--rounds N`): the put phase again on fresh engines, each next to a
+//!    fresh raw run of the figure it is compared with; the targets use the median ratio.
+//! 6. **backend pairs** (`--compare-backends N`): the put phase once with io_uring and once with
+//!    pwrite in each pair, the order alternating, and the median of io_uring against pwrite.
 //!
 //! Figures are printed, also as ratios to the raw limits, and with `--json FILE` written with
 //! the whole configuration; `--plot FILE.svg` draws the latency percentile curves and the
