@@ -477,6 +477,12 @@ fn validate(args: &EngineArgs) -> anyhow::Result<()> {
             "--rounds in async mode compares with 32 KiB pwrite bandwidth: keep 32KiB in --write-sizes"
         );
     }
+    if args.compare_backends > 0 {
+        // Say so now rather than after the main run (the pairs check the engine's backend too).
+        if let Err(e) = io_uring::IoUring::new(8) {
+            anyhow::bail!("--compare-backends needs io_uring, which this machine refuses: {e}");
+        }
+    }
     Ok(())
 }
 
