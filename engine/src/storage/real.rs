@@ -22,6 +22,16 @@ pub enum WriteBackend {
     Pwrite,
 }
 
+impl WriteBackend {
+    /// The name the engine reports for this backend (`Engine::backend_name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteBackend::IoUring => "io_uring",
+            WriteBackend::Pwrite => "pwrite",
+        }
+    }
+}
+
 /// Files under a real directory.
 #[derive(Debug, Clone)]
 pub struct FsStorage {
@@ -167,10 +177,7 @@ impl Storage for FsStorage {
     }
 
     fn backend_name(&self) -> &'static str {
-        match self.backend {
-            WriteBackend::IoUring => "io_uring",
-            WriteBackend::Pwrite => "pwrite",
-        }
+        self.backend.name()
     }
 }
 

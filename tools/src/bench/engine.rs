@@ -42,7 +42,7 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tern_engine::{Engine, EngineConfig, FlushMode, GetRequest, Message, Prefill};
+use tern_engine::{Engine, EngineConfig, FlushMode, GetRequest, Message, Prefill, WriteBackend};
 
 use super::cpu::{split as cpu_split, thread_cpu_time, CpuSnapshot, CpuSplit};
 use super::hist::{new_histogram, percentile_curve, record, LatencySummary};
@@ -755,10 +755,7 @@ fn backend_pair(
             backend,
             ..args.clone()
         };
-        let name = match backend {
-            BackendFlag::IoUring => "io_uring",
-            BackendFlag::Pwrite => "pwrite",
-        };
+        let name = WriteBackend::from(backend).name();
         let puts = put_on_fresh_engine(&args, tags, &format!("pair {pair} {name}"), progress)?;
         if puts.backend_used != name {
             anyhow::bail!(
@@ -767,9 +764,10 @@ fn backend_pair(
                 puts.backend_used
             );
         }
+        let figure = headline_figure(&args, &puts);
         match backend {
-            BackendFlag::IoUring => io_uring = headline_figure(&args, &puts),
-            BackendFlag::Pwrite => pwrite = headline_figure(&args, &puts),
+            BackendFlag::IoUring => io_uring = figure,
+            BackendFlag::Pwrite => pwrite = figure,
         }
     }
     let (better, worse) = match args.flush {
@@ -1621,9 +1619,9 @@ fn print_backend_pairs(
             "    pair {:>2} ({} first): io_uring {:>10}  pwrite {:>10}  {ratio_name} {:.2}",
             p.pair,
             if p.io_uring_first {
-                "io_uring"
+                WriteBackend::IoUring.name()
             } else {
-                "pwrite"
+                WriteBackend::Pwrite.name()
             },
             show(p.io_uring),
             show(p.pwrite),
